@@ -1,0 +1,412 @@
+/*-------------------------------------------------------------------------
+ *
+ * backfill.c
+ *	  zdm.backfill(): convert historical rows in small committed batches;
+ *	  zdm.verify(): count rows whose old and new columns disagree.
+ *
+ * A batch walks one table's key (primary key, or a unique NOT NULL key)
+ * in order: it finds the key of the batch-th row after the checkpoint by
+ * an index range scan, then converts the rows in that key range with one
+ * UPDATE that computes the new columns directly ("SET new = up(row)") and
+ * skips rows the dual-write trigger already converted ("new IS NULL").
+ * The checkpoint (table and last key) is written in the same transaction
+ * as the batch, so a caller that commits after each call resumes exactly
+ * where it stopped after any crash, with no row skipped.
+ *
+ * The backfill's own UPDATE must not fire the dual-write logic: it sets
+ * the new column, which the trigger would read as a write from a new
+ * client and answer by recomputing the old column.  zdm_backfill_bypass
+ * turns the trigger off for this backend while the UPDATE runs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+PG_FUNCTION_INFO_V1(zdm_backfill);
+PG_FUNCTION_INFO_V1(zdm_backfill_all);
+PG_FUNCTION_INFO_V1(zdm_verify);
+
+/* One table of the plan, as backfill and verify need it. */
+typedef struct PlanTable
+{
+	char	   *relation;
+	char	   *table;
+	bool		backfill;
+	int			nkeys;
+	char	  **key;
+	char	  **key_types;
+	char	   *set;
+	char	   *todo;
+	char	   *verify;			/* NULL: nothing to verify */
+} PlanTable;
+
+static List *
+plan_tables(const char *migration, Jsonb *plan)
+{
+	ZdmSpecCtx	ctx = {migration, 0, NULL};
+	JsonbContainer *tables = zdm_json_array(&ctx, &plan->root, "tables", true);
+	List	   *result = NIL;
+
+	for (int i = 0; i < JsonContainerSize(tables); i++)
+	{
+		JsonbContainer *t = getIthJsonbValueFromContainer(tables, i)->val.binary.data;
+		JsonbContainer *key = zdm_json_array(&ctx, t, "key", true);
+		JsonbContainer *types = zdm_json_array(&ctx, t, "key_types", true);
+		PlanTable  *pt = palloc0(sizeof(PlanTable));
+
+		pt->relation = zdm_json_string(&ctx, t, "relation", true);
+		pt->table = zdm_json_string(&ctx, t, "table", true);
+		pt->backfill = zdm_json_bool(&ctx, t, "backfill", false);
+		pt->nkeys = JsonContainerSize(key);
+		pt->key = palloc(sizeof(char *) * (pt->nkeys + 1));
+		pt->key_types = palloc(sizeof(char *) * (pt->nkeys + 1));
+		for (int k = 0; k < pt->nkeys; k++)
+		{
+			JsonbValue *kv = getIthJsonbValueFromContainer(key, k);
+			JsonbValue *tv = getIthJsonbValueFromContainer(types, k);
+
+			pt->key[k] = pnstrdup(kv->val.string.val, kv->val.string.len);
+			pt->key_types[k] = pnstrdup(tv->val.string.val, tv->val.string.len);
+		}
+		if (pt->backfill)
+		{
+			pt->set = zdm_json_string(&ctx, t, "set", true);
+			pt->todo = zdm_json_string(&ctx, t, "todo", true);
+		}
+		pt->verify = zdm_json_string(&ctx, t, "verify", false);
+		result = lappend(result, pt);
+	}
+	return result;
+}
+
+static char *
+plan_search_path(const char *migration, Jsonb *plan)
+{
+	ZdmSpecCtx	ctx = {migration, 0, NULL};
+
+	return zdm_json_string(&ctx, &plan->root, "search_path", true);
+}
+
+/* "k1, k2" or "k1 DESC, k2 DESC" */
+static char *
+key_list(PlanTable *pt, const char *suffix)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int k = 0; k < pt->nkeys; k++)
+		appendStringInfo(&buf, "%s%s%s", k > 0 ? ", " : "", quote_identifier(pt->key[k]), suffix);
+	return buf.data;
+}
+
+/* "ROW($1::t1, $2::t2)" with parameters numbered from first. */
+static char *
+key_params(PlanTable *pt, int first)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "ROW(");
+	for (int k = 0; k < pt->nkeys; k++)
+		appendStringInfo(&buf, "%s$%d::%s", k > 0 ? ", " : "", first + k, pt->key_types[k]);
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
+ * Convert up to batch rows of pt after key *last (NULL: from the start).
+ * Returns the rows in the batch's key range (0: table done) and sets *last
+ * to the range's upper key.
+ */
+static int64
+backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int batch)
+{
+	char	   *keys = key_list(pt, "");
+	char	   *lower = *last ? psprintf("ROW(%s) > %s", keys, key_params(pt, 1)) : pstrdup("true");
+	Oid		   *types = palloc(sizeof(Oid) * pt->nkeys * 2);
+	Datum	   *values = palloc(sizeof(Datum) * pt->nkeys * 2);
+	char	   *sql;
+	int64		rows;
+	char	  **upper;
+	int			nparams = *last ? pt->nkeys : 0;
+	int			rc;
+
+	for (int k = 0; k < pt->nkeys * 2; k++)
+		types[k] = TEXTOID;
+	for (int k = 0; *last && k < pt->nkeys; k++)
+		values[k] = CStringGetTextDatum((*last)[k]);
+
+	/* The batch's upper key: an index range scan of at most batch rows. */
+	{
+		StringInfoData s;
+
+		initStringInfo(&s);
+		appendStringInfoString(&s, "SELECT ");
+		for (int k = 0; k < pt->nkeys; k++)
+			appendStringInfo(&s, "%s::text, ", quote_identifier(pt->key[k]));
+		appendStringInfo(&s, "count(*) OVER () FROM (SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d) s"
+						 " ORDER BY %s LIMIT 1",
+						 keys, pt->relation, lower, keys, batch, key_list(pt, " DESC"));
+		sql = s.data;
+	}
+	rc = SPI_execute_with_args(sql, nparams, types, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "zdm: backfill range query failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return 0;
+
+	upper = palloc(sizeof(char *) * pt->nkeys);
+	for (int k = 0; k < pt->nkeys; k++)
+		upper[k] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, k + 1);
+	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   pt->nkeys + 1, &(bool){false}));
+	for (int k = 0; k < pt->nkeys; k++)
+		values[nparams + k] = CStringGetTextDatum(upper[k]);
+
+	sql = psprintf("UPDATE %s SET %s WHERE %s AND ROW(%s) <= %s AND (%s)",
+				   pt->relation, pt->set, lower, keys, key_params(pt, nparams + 1), pt->todo);
+
+	zdm_backfill_bypass = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, nparams + pt->nkeys, types, values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		zdm_backfill_bypass = false;
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "zdm: backfill update failed: %s", SPI_result_code_string(rc));
+
+	*last = upper;
+	return rows;
+}
+
+/* The checkpoint of a migration: table index and last key. */
+static void
+read_checkpoint(const char *name, int *table, char ***key, int *nkey)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+	Datum		d;
+
+	SPI_execute_with_args("SELECT backfill_table, backfill_key FROM zdm.migrations WHERE name = $1",
+						  1, types, values, NULL, true, 1);
+	*table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*key = NULL;
+	*nkey = 0;
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, nkey);
+		*key = palloc(sizeof(char *) * (*nkey));
+		for (int i = 0; i < *nkey; i++)
+			(*key)[i] = TextDatumGetCString(elems[i]);
+	}
+}
+
+static void
+write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows)
+{
+	Oid			types[4] = {TEXTOID, INT4OID, TEXTARRAYOID, INT8OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', key ? ' ' : 'n', ' '};
+	int			rc;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(table);
+	if (key)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * nkey);
+
+		for (int i = 0; i < nkey; i++)
+			elems[i] = CStringGetTextDatum(key[i]);
+		values[2] = PointerGetDatum(construct_array(elems, nkey, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	values[3] = Int64GetDatum(rows);
+	rc = SPI_execute_with_args("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
+							   " rows_backfilled = rows_backfilled + $4,"
+							   " batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
+							   " updated_at = now() WHERE name = $1",
+							   4, types, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "zdm: could not write backfill checkpoint: %s", SPI_result_code_string(rc));
+}
+
+static void
+check_batch(const char *name, int32 batch)
+{
+	if (batch <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": batch size must be positive, not %d", name, batch),
+				 errhint("Batches of 1000 to 10000 rows keep each transaction short.")));
+}
+
+/* One batch of one migration; 0 when it is (now) backfilled. */
+static int64
+backfill_one(const char *name, int32 batch)
+{
+	ZdmMigration m;
+	List	   *tables;
+	int			idx,
+				nkey;
+	char	  **key;
+	int64		rows = 0;
+	int			level;
+
+	zdm_require_migration(name, &m, true);
+	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" is %s; there is nothing to backfill",
+						name, strcmp(m.phase, "contracted") == 0 ? "contracted" : "rolled back"),
+				 errhint("Backfill runs between zdm.expand() and zdm.contract().")));
+	if (strcmp(m.phase, "backfilled") == 0)
+		return 0;
+	if (strcmp(m.phase, "expanded") == 0)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(name)};
+
+		SPI_execute_with_args("UPDATE zdm.migrations SET phase = 'backfilling',"
+							  " backfill_started_at = clock_timestamp(), updated_at = now(), last_error = NULL"
+							  " WHERE name = $1", 1, types, values, NULL, false, 0);
+		zdm_log_event(name, "phase", "backfilling", NULL, NULL, -1, NULL);
+	}
+
+	tables = plan_tables(name, m.plan);
+	read_checkpoint(name, &idx, &key, &nkey);
+	level = zdm_search_path_push(plan_search_path(name, m.plan));
+	while (idx < list_length(tables))
+	{
+		PlanTable  *pt = list_nth(tables, idx);
+
+		if (pt->backfill)
+			rows = backfill_table_batch(name, pt, &key, batch);
+		if (rows > 0)
+		{
+			write_checkpoint(name, idx, key, pt->nkeys, rows);
+			break;
+		}
+		idx++;
+		key = NULL;
+	}
+	zdm_guc_pop(level);
+
+	if (rows == 0)
+	{
+		write_checkpoint(name, idx, NULL, 0, 0);
+		zdm_migration_set_phase(name, "backfilled", NULL);
+	}
+	return rows;
+}
+
+Datum
+zdm_backfill(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int32		batch = PG_ARGISNULL(1) ? 1000 : PG_GETARG_INT32(1);
+	int64		rows;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null"),
+				 errhint("Call zdm.backfill('<name>', <batch>), or zdm.backfill(<batch>) for every migration.")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	zdm_check_name(name, "zdm.backfill");
+	check_batch(name, batch);
+	SPI_connect();
+	rows = backfill_one(name, batch);
+	SPI_finish();
+	PG_RETURN_INT64(rows);
+}
+
+/* One batch of every migration that still has rows to convert. */
+Datum
+zdm_backfill_all(PG_FUNCTION_ARGS)
+{
+	int32		batch = PG_ARGISNULL(0) ? 1000 : PG_GETARG_INT32(0);
+	int64		total = 0;
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	check_batch("(all)", batch);
+	SPI_connect();
+	SPI_execute("SELECT name FROM zdm.migrations WHERE phase IN ('expanded', 'backfilling')"
+				" ORDER BY expanded_at, name", true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	foreach(lc, names)
+		total += backfill_one(lfirst(lc), batch);
+	SPI_finish();
+	PG_RETURN_INT64(total);
+}
+
+/* Count the rows of a migration's tables whose columns disagree. */
+int64
+zdm_verify_migration(const char *name, Jsonb *plan)
+{
+	List	   *tables = plan_tables(name, plan);
+	int			level = zdm_search_path_push(plan_search_path(name, plan));
+	int64		total = 0;
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		PlanTable  *pt = lfirst(lc);
+		bool		isnull;
+		int			rc;
+
+		if (pt->verify == NULL)
+			continue;
+		rc = SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", pt->relation, pt->verify), true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "zdm: verify query failed: %s", SPI_result_code_string(rc));
+		total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	zdm_guc_pop(level);
+	zdm_log_event(name, "verify", NULL, NULL, NULL, -1, psprintf(INT64_FORMAT " inconsistent row(s)", total));
+	return total;
+}
+
+Datum
+zdm_verify(PG_FUNCTION_ARGS)
+{
+	ZdmMigration m;
+	char	   *name;
+	int64		bad;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null"),
+				 errhint("Call zdm.verify('<name>').")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	zdm_check_name(name, "zdm.verify");
+	SPI_connect();
+	zdm_require_migration(name, &m, false);
+	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" is %s; only one version of its columns is left to verify",
+						name, strcmp(m.phase, "contracted") == 0 ? "contracted" : "rolled back"),
+				 errhint("Verify runs between zdm.expand() and zdm.contract().")));
+	bad = zdm_verify_migration(name, m.plan);
+	SPI_finish();
+	PG_RETURN_INT64(bad);
+}

@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reading and writing zdm.migrations and zdm.migration_log.
+ *
+ * Every function here runs inside an SPI connection opened by the SQL
+ * function that called it; results are copied into that function's
+ * memory context.  State is written in the caller's transaction, so it
+ * commits, or vanishes, with the work it describes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+/* Run one statement with text parameters (NULL pointer = SQL NULL). */
+static int
+spi_exec_text(const char *sql, int nargs, const char **args, int expect)
+{
+	Oid			types[16];
+	Datum		values[16];
+	char		nulls[16];
+	int			rc;
+
+	Assert(nargs <= 16);
+	for (int i = 0; i < nargs; i++)
+	{
+		types[i] = TEXTOID;
+		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
+		nulls[i] = args[i] ? ' ' : 'n';
+	}
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "zdm: internal statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+	return rc;
+}
+
+/*
+ * Fetch a migration's row into m; false when there is none.  for_update
+ * locks the row, serialising backfill batches, contract and rollback of
+ * the same migration.
+ */
+bool
+zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
+{
+	const char *args[1] = {name};
+	char	   *sql;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	sql = psprintf("SELECT phase, definition, plan,"
+				   "       coalesce(expand_xid = pg_catalog.pg_current_xact_id_if_assigned(), false)"
+				   "  FROM zdm.migrations WHERE name = $1%s",
+				   for_update ? " FOR UPDATE" : "");
+	spi_exec_text(sql, 1, args, for_update ? SPI_OK_SELECT : SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	m->name = pstrdup(name);
+	m->phase = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	m->definition = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
+	m->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+	m->expanded_here = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	return true;
+}
+
+/* Refuse a NULL-free but empty migration name. */
+void
+zdm_check_name(const char *name, const char *func)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration name must not be empty"),
+				 errhint("Call %s with the name the migration was expanded under.", func)));
+}
+
+/* Fetch a migration or fail with a clear error. */
+void
+zdm_require_migration(const char *name, ZdmMigration *m, bool for_update)
+{
+	if (!zdm_migration_fetch(name, for_update, m))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration \"%s\" does not exist", name),
+				 errhint("SELECT name, phase FROM zdm.status lists the migrations zdm knows.")));
+}
+
+/* Move a migration to a new phase, stamping its timestamp, and log it. */
+void
+zdm_migration_set_phase(const char *name, const char *phase, const char *error)
+{
+	const char *args[3] = {name, phase, error};
+
+	spi_exec_text("UPDATE zdm.migrations SET phase = $2, updated_at = now(),"
+				  "  last_error = $3,"
+				  "  backfilled_at = CASE WHEN $2 = 'backfilled' THEN now() ELSE backfilled_at END,"
+				  "  contracted_at = CASE WHEN $2 = 'contracted' THEN now() ELSE contracted_at END,"
+				  "  rolled_back_at = CASE WHEN $2 = 'rolled_back' THEN now() ELSE rolled_back_at END"
+				  " WHERE name = $1",
+				  3, args, SPI_OK_UPDATE);
+	zdm_log_event(name, "phase", phase, NULL, NULL, -1, error);
+}
+
+/* Append one event to zdm.migration_log. */
+void
+zdm_log_event(const char *migration, const char *event, const char *phase,
+			  const char *statement, const ZdmLockStats *lock,
+			  double duration_ms, const char *detail)
+{
+	char		waitbuf[32];
+	char		durbuf[32];
+	char		attbuf[16];
+	const char *args[8];
+
+	if (lock)
+	{
+		snprintf(waitbuf, sizeof(waitbuf), "%.3f", lock->wait_ms);
+		snprintf(attbuf, sizeof(attbuf), "%d", lock->attempts);
+	}
+	snprintf(durbuf, sizeof(durbuf), "%.3f", duration_ms);
+
+	args[0] = migration;
+	args[1] = event;
+	args[2] = phase;
+	args[3] = statement;
+	args[4] = lock ? waitbuf : NULL;
+	args[5] = duration_ms >= 0 ? durbuf : NULL;
+	args[6] = lock ? attbuf : NULL;
+	args[7] = detail;
+	spi_exec_text("INSERT INTO zdm.migration_log"
+				  " (migration, event, phase, statement, lock_wait_ms, duration_ms, attempts, detail)"
+				  " VALUES ($1, $2, $3, $4, $5::float8, $6::float8, $7::int, $8)",
+				  8, args, SPI_OK_INSERT);
+}

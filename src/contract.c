@@ -1,0 +1,146 @@
+/*-------------------------------------------------------------------------
+ *
+ * contract.c
+ *	  zdm.contract(): drop what a migration replaced, enforce what it
+ *	  promised; zdm.rollback(): undo an expanded migration.
+ *
+ * Contract is the step that cannot be undone, so it is refused unless the
+ * backfill is done, zdm.verify() finds no inconsistent row, and it does not
+ * run in the transaction that expanded the migration (expand and contract
+ * belong to separate deployments).  It then runs the plan's contract
+ * steps: constraint validations first, under SHARE UPDATE EXCLUSIVE (which
+ * lets reads and writes go on while the table is scanned), then per table
+ * under ACCESS EXCLUSIVE the catalog-only changes: SET NOT NULL (which
+ * finds the validated check and skips its scan), dropping the helper
+ * check, the trigger and the old columns.
+ *
+ * Rollback runs the plan's rollback steps: the trigger goes, the columns
+ * and tables the migration added are dropped.  The old columns were kept
+ * current by the trigger all along, so no write is lost.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(zdm_contract);
+PG_FUNCTION_INFO_V1(zdm_rollback);
+
+/* Contract one migration; false when it was already contracted. */
+static bool
+contract_one(const char *name)
+{
+	ZdmMigration m;
+	int64		bad;
+
+	zdm_require_migration(name, &m, true);
+	if (strcmp(m.phase, "contracted") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already contracted, skipping", name)));
+		return false;
+	}
+	if (strcmp(m.phase, "rolled_back") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" was rolled back and cannot be contracted", name),
+				 errhint("Expand it again with zdm.expand() if it is still wanted.")));
+	if (m.expanded_here)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" cannot be contracted in the transaction that expanded it", name),
+				 errhint("Expand and contract belong to separate deployments: commit the expand, "
+						 "backfill, wait for old clients to go, then contract.")));
+	if (strcmp(m.phase, "backfilled") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" cannot be contracted before its backfill is done (phase \"%s\")",
+						name, m.phase),
+				 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
+						 name)));
+
+	bad = zdm_verify_migration(name, m.plan);
+	if (bad > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" cannot be contracted: " INT64_FORMAT " row(s) have old and new columns that disagree",
+						name, bad),
+				 errhint("Inspect them with zdm.verify('%s'); fix the data or the migration's up/down, "
+						 "or roll it back with zdm.rollback('%s').", name, name)));
+
+	zdm_run_plan_steps(name, "contracted", m.plan, "contract");
+	zdm_migration_set_phase(name, "contracted", NULL);
+	return true;
+}
+
+Datum
+zdm_contract(PG_FUNCTION_ARGS)
+{
+	bool		done = false;
+
+	SPI_connect();
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		zdm_check_name(name, "zdm.contract");
+		done = contract_one(name);
+	}
+	else
+	{
+		/* Every backfilled migration, oldest first. */
+		List	   *names = NIL;
+		ListCell   *lc;
+
+		SPI_execute("SELECT name FROM zdm.migrations WHERE phase = 'backfilled'"
+					" ORDER BY expanded_at, name", true, 0);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		if (names == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no migration is ready to contract"),
+					 errhint("A migration can be contracted once zdm.backfill() has returned 0 for it; see zdm.status.")));
+		foreach(lc, names)
+			done = contract_one(lfirst(lc)) || done;
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+Datum
+zdm_rollback(PG_FUNCTION_ARGS)
+{
+	ZdmMigration m;
+	char	   *name;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null"),
+				 errhint("Call zdm.rollback('<name>').")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	zdm_check_name(name, "zdm.rollback");
+
+	SPI_connect();
+	zdm_require_migration(name, &m, true);
+	if (strcmp(m.phase, "contracted") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" is contracted and cannot be rolled back", name),
+				 errhint("Its old columns are gone; write a new migration that restores what you need.")));
+	if (strcmp(m.phase, "rolled_back") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already rolled back, skipping", name)));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	zdm_run_plan_steps(name, "rolled_back", m.plan, "rollback");
+	zdm_migration_set_phase(name, "rolled_back", NULL);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}

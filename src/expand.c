@@ -1,0 +1,1179 @@
+/*-------------------------------------------------------------------------
+ *
+ * expand.c
+ *	  zdm.expand(): check a migration whole, then apply its additive part.
+ *
+ * Expand works in three passes, all in the caller's transaction:
+ *
+ *	1. Coordination: the migration's advisory lock (never waited for), then
+ *	   its state row: already expanded with the same definition means a
+ *	   NOTICE and false, another definition under the same name an ERROR.
+ *
+ *	2. Checking: every operation is validated against the catalogs, under
+ *	   ACCESS SHARE locks (which block no client query): tables, columns and
+ *	   types exist, names do not clash, up/down/default expressions parse,
+ *	   resolve and yield the column's type.  Each operation contributes
+ *	   statements to three lists per table (expand, contract, rollback) and
+ *	   dual-write rules for its table's trigger.  Nothing is changed yet.
+ *
+ *	3. Applying: ACCESS EXCLUSIVE on every existing table involved, taken
+ *	   with the retrying lock of locks.c, then the expand statements, the
+ *	   triggers and the state row.  An error anywhere rolls all of it back.
+ *
+ * The lists of step 2 become the migration's plan (jsonb): contract,
+ * rollback, backfill and verify later execute it as written.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_type.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(zdm_expand);
+
+/* One dual-write rule: see trigger.c for what it does on each write. */
+typedef struct DualRule
+{
+	char	   *old_col;		/* column old clients write, or NULL */
+	char	   *new_col;		/* column new clients write, or NULL */
+	char	   *up;				/* computes new_col from the row, or NULL */
+	char	   *down;			/* computes old_col from the row, or NULL */
+} DualRule;
+
+/* Everything one migration does to one table. */
+typedef struct TableWork
+{
+	Oid			relid;			/* InvalidOid: created by this migration */
+	char	   *schema;
+	char	   *name;
+	char	   *qualname;		/* quoted, schema-qualified */
+	TupleDesc	reldesc;		/* the table as it is, NOT NULL flags included */
+	TupleDesc	desc;			/* columns after expand, for analysis */
+	List	   *claimed;		/* column names added by the migration */
+	List	   *touched;		/* existing columns altered or dropped */
+	List	   *rules;			/* DualRule * */
+	List	   *sets;			/* backfill: "col = expr" */
+	List	   *todo;			/* backfill: "col IS NULL" */
+	List	   *verify;			/* predicates true for an inconsistent row */
+	List	   *expand;			/* SQL */
+	List	   *validate;		/* SQL, contract, under SHARE UPDATE EXCLUSIVE */
+	List	   *contract;		/* SQL, contract, under ACCESS EXCLUSIVE */
+	List	   *rollback;		/* SQL, rollback, in reverse order */
+	List	   *key;			/* backfill key column names */
+	List	   *key_types;		/* their types, qualified */
+} TableWork;
+
+typedef struct ExpandState
+{
+	const char *migration;
+	const char *schema;			/* top-level "schema", or NULL */
+	char	   *search_path;
+	List	   *tables;			/* TableWork * */
+	ZdmSpecCtx	ctx;
+} ExpandState;
+
+static const char *const top_keys[] = {"operations", "name", "schema", "versions", "version_schema", NULL};
+
+/* ---------- small helpers ---------- */
+
+static char *
+qcol(const char *col)
+{
+	return (char *) quote_identifier(col);
+}
+
+static bool
+str_in_list(List *list, const char *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, list)
+		if (strcmp((char *) lfirst(lc), s) == 0)
+			return true;
+	return false;
+}
+
+/* A name zdm makes up, clipped to NAMEDATALEN and made unique by a hash. */
+static char *
+made_name(const char *prefix, const char *a, const char *b)
+{
+	char	   *full = psprintf("%s%s_%s", prefix, a, b ? b : "");
+	uint32		h = hash_bytes((const unsigned char *) full, strlen(full));
+	char	   *base = psprintf("%s%s%s%s", prefix, a, b ? "_" : "", b ? b : "");
+	int			keep = pg_mbcliplen(base, strlen(base), NAMEDATALEN - 1 - 9);
+
+	return psprintf("%.*s_%08x", keep, base, h);
+}
+
+/* Attribute number of col in desc, or 0. */
+static AttrNumber
+desc_attnum(TupleDesc desc, const char *col)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), col) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
+/* desc with one more column. */
+static TupleDesc
+desc_add_column(TupleDesc desc, const char *col, Oid typid, int32 typmod)
+{
+	TupleDesc	d = CreateTemplateTupleDesc(desc->natts + 1);
+
+	for (int i = 1; i <= desc->natts; i++)
+		TupleDescCopyEntry(d, i, desc, i);
+	TupleDescInitEntry(d, desc->natts + 1, col, typid, typmod, 0);
+	TupleDescAttr(d, desc->natts)->attcollation = get_typcollation(typid);
+	return d;
+}
+
+/* Resolve a type name; the qualified spelling goes to *typname_out. */
+static void
+resolve_type(ExpandState *st, const char *typname, const char *colname,
+			 Oid *typid, int32 *typmod, char **typname_out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		parseTypeString(typname, typid, typmod, false);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode == ERRCODE_SYNTAX_ERROR ?
+						 ERRCODE_SYNTAX_ERROR : ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration \"%s\": type \"%s\" of column \"%s\" is invalid: %s",
+						st->migration, typname, colname, edata->message),
+				 errhint("Create the type before expanding, or correct its name.")));
+	}
+	PG_END_TRY();
+	if (get_typtype(*typid) == TYPTYPE_PSEUDO)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": column \"%s\" cannot be of pseudo-type %s",
+						st->migration, colname, format_type_be(*typid)),
+				 errhint("Choose a real data type.")));
+	*typname_out = format_type_extended(*typid, *typmod,
+										FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+}
+
+/* Find or open the TableWork of an existing table named in an operation. */
+static TableWork *
+table_work(ExpandState *st, const char *table, bool must_exist)
+{
+	RangeVar   *rv = makeRangeVar(st->schema ? pstrdup(st->schema) : NULL,
+								  pstrdup(table), -1);
+	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+	TableWork  *tw;
+	Relation	rel;
+	ListCell   *lc;
+	ZdmLockStats stats;
+
+	foreach(lc, st->tables)
+	{
+		tw = lfirst(lc);
+		if ((OidIsValid(relid) && tw->relid == relid) ||
+			(!OidIsValid(tw->relid) && strcmp(tw->name, table) == 0 &&
+			 (st->schema == NULL || strcmp(tw->schema, st->schema) == 0)))
+			return tw;
+	}
+	if (!OidIsValid(relid))
+	{
+		if (!must_exist)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("migration \"%s\": %s: table \"%s\" does not exist",
+						st->migration, st->ctx.opname, table),
+				 errhint("Create it first (with a create_table operation), or correct the name; "
+						 "unqualified names are looked up through search_path or the migration's \"schema\".")));
+	}
+
+	/* ACCESS SHARE keeps the definition still while we check; it blocks no DML. */
+	zdm_lock_relations(st->migration, list_make1_oid(relid), AccessShareLock, &stats);
+	rel = try_relation_open(relid, NoLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("migration \"%s\": table \"%s\" was dropped concurrently",
+						st->migration, table),
+				 errhint("Run the migration again.")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("migration \"%s\": \"%s\" is not a table", st->migration, table),
+				 errhint("zdm migrates ordinary and partitioned tables only.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("migration \"%s\": \"%s\" is a temporary table", st->migration, table),
+				 errhint("Temporary tables need no zero-downtime migration; alter them directly.")));
+	if (rel->rd_rel->relispartition)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("migration \"%s\": \"%s\" is a partition", st->migration, table),
+				 errhint("Migrate the partitioned table \"%s\"; zdm applies it to every partition.",
+						 get_rel_name(get_partition_parent(relid, false)))));
+
+	tw = palloc0(sizeof(TableWork));
+	tw->relid = relid;
+	tw->schema = get_namespace_name(RelationGetNamespace(rel));
+	tw->name = pstrdup(RelationGetRelationName(rel));
+	tw->qualname = quote_qualified_identifier(tw->schema, tw->name);
+	tw->reldesc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
+	tw->desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	relation_close(rel, NoLock);
+	st->tables = lappend(st->tables, tw);
+	return tw;
+}
+
+/* An existing column of the table, or a clear error. */
+static Form_pg_attribute
+existing_column(ExpandState *st, TableWork *tw, const char *col)
+{
+	AttrNumber	attnum = OidIsValid(tw->relid) ? desc_attnum(tw->desc, col) : 0;
+
+	if (attnum == 0 || str_in_list(tw->claimed, col))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("migration \"%s\": %s: column \"%s\" of table \"%s\" does not exist",
+						st->migration, st->ctx.opname, col, tw->name),
+				 errhint("Correct the column's name.")));
+	if (str_in_list(tw->touched, col))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_COLUMN),
+				 errmsg("migration \"%s\": column \"%s\" of table \"%s\" is changed by more than one operation",
+						st->migration, col, tw->name),
+				 errhint("Change each column once per migration; split the rest into a later migration.")));
+	tw->touched = lappend(tw->touched, pstrdup(col));
+	return TupleDescAttr(tw->reldesc, attnum - 1);
+}
+
+/* Claim a new column name, refusing a clash. */
+static void
+claim_column(ExpandState *st, TableWork *tw, const char *col)
+{
+	if (strlen(col) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("migration \"%s\": column name \"%s\" is too long", st->migration, col),
+				 errhint("Column names are at most %d bytes.", NAMEDATALEN - 1)));
+	if (desc_attnum(tw->desc, col) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_COLUMN),
+				 errmsg("migration \"%s\": %s: column \"%s\" of table \"%s\" already exists",
+						st->migration, st->ctx.opname, col, tw->name),
+				 errhint("Choose a column name the table does not have yet.")));
+	tw->claimed = lappend(tw->claimed, pstrdup(col));
+}
+
+/* The primary key, or a unique NOT NULL key, of a table needing backfill. */
+static void
+find_backfill_key(ExpandState *st, TableWork *tw)
+{
+	Relation	rel;
+	List	   *indexes;
+	ListCell   *lc;
+	Oid			best = InvalidOid;
+
+	if (tw->key != NIL)
+		return;
+	rel = relation_open(tw->relid, NoLock);
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+		Form_pg_index idx;
+		bool		usable;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		usable = idx->indisunique && idx->indimmediate && idx->indisvalid &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL);
+		for (int i = 0; usable && i < idx->indnkeyatts; i++)
+			usable = TupleDescAttr(tw->reldesc, idx->indkey.values[i] - 1)->attnotnull;
+		if (usable && (idx->indisprimary || !OidIsValid(best)))
+		{
+			best = indexoid;
+			list_free(tw->key);
+			list_free(tw->key_types);
+			tw->key = NIL;
+			tw->key_types = NIL;
+			for (int i = 0; i < idx->indnkeyatts; i++)
+			{
+				Form_pg_attribute att = TupleDescAttr(tw->reldesc, idx->indkey.values[i] - 1);
+
+				tw->key = lappend(tw->key, pstrdup(NameStr(att->attname)));
+				tw->key_types = lappend(tw->key_types,
+										format_type_extended(att->atttypid, att->atttypmod,
+															 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+			}
+		}
+		ReleaseSysCache(tup);
+		if (OidIsValid(best) && usable && idx->indisprimary)
+			break;
+	}
+	relation_close(rel, NoLock);
+	if (tw->key == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\": table \"%s\" has no primary key or unique NOT NULL key to backfill by",
+						st->migration, tw->name),
+				 errhint("Add a primary key (CREATE UNIQUE INDEX CONCURRENTLY, then ALTER TABLE ... ADD PRIMARY KEY USING INDEX) before expanding.")));
+}
+
+/* A key column may not be altered or dropped: the backfill walks it. */
+static void
+refuse_key_column(ExpandState *st, TableWork *tw, const char *col)
+{
+	ListCell   *lc;
+
+	find_backfill_key(st, tw);
+	foreach(lc, tw->key)
+		if (strcmp((char *) lfirst(lc), col) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("migration \"%s\": column \"%s\" of table \"%s\" is part of its key",
+							st->migration, col, tw->name),
+					 errhint("zdm cannot alter or drop a primary key column in place; add a new key first.")));
+}
+
+/* "default": checked, refused when it would rewrite the table. */
+static char *
+check_default(ExpandState *st, TableWork *tw, const char *col, const char *text,
+			  Oid typid, int32 typmod, bool existing_rows)
+{
+	char	   *what = psprintf("default of column \"%s\"", col);
+	Node	   *expr;
+
+	expr = zdm_expr_analyze(st->migration, what, CreateTemplateTupleDesc(0),
+							tw->name, text, typid, typmod);
+	if (existing_rows && contain_volatile_functions(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": volatile default of new column \"%s\" would rewrite table \"%s\" under ACCESS EXCLUSIVE",
+						st->migration, col, tw->name),
+				 errhint("Leave \"default\" out and give \"up\" instead: zdm fills existing rows in batches and new ones by trigger.")));
+	return psprintf("(%s\n)", text);
+}
+
+/* A named CHECK constraint on a column: NOT VALID now, VALIDATE at contract. */
+static void
+add_check(ExpandState *st, TableWork *tw, JsonbContainer *check, bool existing_rows)
+{
+	static const char *const keys[] = {"name", "constraint", NULL};
+	static const char *const unsupported[] = {"no_inherit", NULL};
+	char	   *name = zdm_json_string(&st->ctx, check, "name", true);
+	char	   *text = zdm_json_string(&st->ctx, check, "constraint", true);
+	char	   *what = psprintf("check constraint \"%s\"", name);
+	char	   *cname = (char *) quote_identifier(name);
+
+	zdm_json_check_keys(&st->ctx, check, "\"check\"", keys, unsupported);
+	if (existing_rows)
+		(void) zdm_expr_analyze(st->migration, what, tw->desc, tw->name, text, BOOLOID, -1);
+	else
+		zdm_expr_check_syntax(st->migration, what, text);
+
+	tw->expand = lappend(tw->expand,
+						 psprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s\n)%s",
+								  tw->qualname, cname, text,
+								  existing_rows ? " NOT VALID" : ""));
+	if (existing_rows)
+		tw->validate = lappend(tw->validate,
+							   psprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", tw->qualname, cname));
+}
+
+/*
+ * NOT NULL on a column of a live table: a NOT VALID check enforces it for
+ * new writes at once; contract validates it (no exclusive lock), then SET
+ * NOT NULL finds the valid check and skips its scan, then drops the check.
+ */
+static void
+add_not_null(TableWork *tw, const char *col)
+{
+	char	   *cname = (char *) quote_identifier(made_name("zdm_nn_", tw->name, col));
+
+	tw->expand = lappend(tw->expand,
+						 psprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID",
+								  tw->qualname, cname, qcol(col)));
+	tw->validate = lappend(tw->validate,
+						   psprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", tw->qualname, cname));
+	tw->contract = lappend(tw->contract,
+						   psprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", tw->qualname, qcol(col)));
+	tw->contract = lappend(tw->contract,
+						   psprintf("ALTER TABLE %s DROP CONSTRAINT %s", tw->qualname, cname));
+	tw->verify = lappend(tw->verify, psprintf("%s IS NULL", qcol(col)));
+}
+
+static void
+add_comment(TableWork *tw, const char *col, const char *comment)
+{
+	if (comment)
+		tw->expand = lappend(tw->expand,
+							 psprintf("COMMENT ON COLUMN %s.%s IS %s", tw->qualname, qcol(col),
+									  quote_literal_cstr(comment)));
+}
+
+static void
+refuse_flag(ExpandState *st, JsonbContainer *obj, const char *key, const char *hint)
+{
+	if (zdm_json_bool(&st->ctx, obj, key, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": \"%s\" in %s is not supported by zdm yet",
+						st->migration, key, st->ctx.opname),
+				 errhint("%s", hint)));
+}
+
+static const char *const column_keys[] = {"name", "type", "nullable", "default", "check", "comment", "pk", "unique", NULL};
+static const char *const column_unsupported[] = {"references", "generated", NULL};
+
+/* ---------- operations ---------- */
+
+static void
+op_add_column(ExpandState *st, JsonbContainer *op)
+{
+	static const char *const keys[] = {"table", "column", "up", NULL};
+	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
+	JsonbContainer *column = zdm_json_object(&st->ctx, op, "column", true);
+	char	   *up = zdm_json_string(&st->ctx, op, "up", false);
+	char	   *col,
+			   *type,
+			   *typname,
+			   *dflt,
+			   *comment,
+			   *def_sql = NULL;
+	bool		nullable;
+	Oid			typid;
+	int32		typmod;
+	TableWork  *tw;
+
+	zdm_json_check_keys(&st->ctx, op, "add_column", keys, NULL);
+	zdm_json_check_keys(&st->ctx, column, "\"column\"", column_keys, column_unsupported);
+	col = zdm_json_string(&st->ctx, column, "name", true);
+	type = zdm_json_string(&st->ctx, column, "type", true);
+	nullable = zdm_json_bool(&st->ctx, column, "nullable", false);
+	dflt = zdm_json_string(&st->ctx, column, "default", false);
+	comment = zdm_json_string(&st->ctx, column, "comment", false);
+	refuse_flag(st, column, "pk", "Add the key with CREATE UNIQUE INDEX CONCURRENTLY and ALTER TABLE ... ADD PRIMARY KEY USING INDEX.");
+	refuse_flag(st, column, "unique", "Add the column first, then CREATE UNIQUE INDEX CONCURRENTLY in a later step.");
+
+	tw = table_work(st, table, true);
+	if (!OidIsValid(tw->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": add_column on table \"%s\", which this migration creates",
+						st->migration, table),
+				 errhint("List the column in the create_table operation instead.")));
+	claim_column(st, tw, col);
+	resolve_type(st, type, col, &typid, &typmod, &typname);
+	if (dflt)
+		def_sql = check_default(st, tw, col, dflt, typid, typmod, true);
+	tw->desc = desc_add_column(tw->desc, col, typid, typmod);
+	if (up)
+	{
+		up = zdm_expr_normalize(up);
+		(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", col),
+								tw->desc, tw->name, up, typid, typmod);
+	}
+	if (!nullable && !dflt && !up)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": new column \"%s\" of table \"%s\" is NOT NULL but has neither \"default\" nor \"up\"",
+						st->migration, col, tw->name),
+				 errhint("Give \"up\" to compute it for existing and new rows, or a \"default\", or set \"nullable\": true.")));
+
+	tw->expand = lappend(tw->expand,
+						 psprintf("ALTER TABLE %s ADD COLUMN %s %s%s%s", tw->qualname, qcol(col), typname,
+								  def_sql ? " DEFAULT " : "", def_sql ? def_sql : ""));
+	if (!nullable)
+		add_not_null(tw, col);
+	if (zdm_json_has(column, "check"))
+		add_check(st, tw, zdm_json_object(&st->ctx, column, "check", true), true);
+	add_comment(tw, col, comment);
+	tw->rollback = lappend(tw->rollback,
+						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
+
+	if (up)
+	{
+		DualRule   *r = palloc0(sizeof(DualRule));
+
+		r->new_col = col;
+		r->up = up;
+		tw->rules = lappend(tw->rules, r);
+		/* With a default, existing rows already hold it: nothing to backfill. */
+		if (!dflt)
+		{
+			find_backfill_key(st, tw);
+			tw->sets = lappend(tw->sets, psprintf("%s = (%s\n)", qcol(col), up));
+			tw->todo = lappend(tw->todo, psprintf("%s IS NULL", qcol(col)));
+			tw->verify = lappend(tw->verify,
+								 psprintf("(%s IS NULL AND (%s\n) IS NOT NULL)", qcol(col), up));
+		}
+	}
+}
+
+static void
+op_alter_column(ExpandState *st, JsonbContainer *op)
+{
+	static const char *const keys[] = {"table", "column", "name", "type", "up", "down", "nullable",
+	"check", "comment", "default", NULL};
+	static const char *const unsupported[] = {"unique", "references", NULL};
+	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
+	char	   *col = zdm_json_string(&st->ctx, op, "column", true);
+	char	   *newname = zdm_json_string(&st->ctx, op, "name", false);
+	char	   *type = zdm_json_string(&st->ctx, op, "type", false);
+	char	   *up = zdm_json_string(&st->ctx, op, "up", false);
+	char	   *down = zdm_json_string(&st->ctx, op, "down", false);
+	char	   *dflt = zdm_json_string(&st->ctx, op, "default", false);
+	char	   *comment = zdm_json_string(&st->ctx, op, "comment", false);
+	char	   *typname,
+			   *oldtypname,
+			   *uptext,
+			   *downtext;
+	bool		nullable;
+	Oid			typid;
+	int32		typmod;
+	TableWork  *tw;
+	Form_pg_attribute old;
+	DualRule   *r;
+
+	zdm_json_check_keys(&st->ctx, op, "alter_column", keys, unsupported);
+	tw = table_work(st, table, true);
+	if (newname == NULL || strcmp(newname, col) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": alter_column changes column \"%s\" of table \"%s\" in place, which zdm does not support yet",
+						st->migration, col, table),
+				 errhint("Give the new column a new \"name\": old clients keep \"%s\", new clients use the new column.", col)));
+	if (!OidIsValid(tw->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": alter_column on table \"%s\", which this migration creates",
+						st->migration, table),
+				 errhint("Define the column as it should be in the create_table operation.")));
+	old = existing_column(st, tw, col);
+	refuse_key_column(st, tw, col);
+	claim_column(st, tw, newname);
+
+	oldtypname = format_type_extended(old->atttypid, old->atttypmod,
+									  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+	if (type)
+		resolve_type(st, type, newname, &typid, &typmod, &typname);
+	else
+	{
+		typid = old->atttypid;
+		typmod = old->atttypmod;
+		typname = oldtypname;
+	}
+	nullable = zdm_json_bool(&st->ctx, op, "nullable", !old->attnotnull);
+	tw->desc = desc_add_column(tw->desc, newname, typid, typmod);
+
+	/* Without up/down, the value is carried over as it is (a rename). */
+	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
+	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(newname));
+	(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", newname),
+							tw->desc, tw->name, uptext, typid, typmod);
+	(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
+							tw->desc, tw->name, downtext, old->atttypid, old->atttypmod);
+
+	/* The new column has no default while both are live: see trigger.c. */
+	tw->expand = lappend(tw->expand,
+						 psprintf("ALTER TABLE %s ADD COLUMN %s %s", tw->qualname, qcol(newname), typname));
+	if (!nullable)
+		add_not_null(tw, newname);
+	if (zdm_json_has(op, "check"))
+		add_check(st, tw, zdm_json_object(&st->ctx, op, "check", true), true);
+	add_comment(tw, newname, comment);
+	if (dflt)
+		tw->contract = lappend(tw->contract,
+							   psprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", tw->qualname,
+										qcol(newname),
+										check_default(st, tw, newname, dflt, typid, typmod, false)));
+	tw->contract = lappend(tw->contract,
+						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
+	tw->rollback = lappend(tw->rollback,
+						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(newname)));
+
+	r = palloc0(sizeof(DualRule));
+	r->old_col = col;
+	r->new_col = newname;
+	r->up = uptext;
+	r->down = downtext;
+	tw->rules = lappend(tw->rules, r);
+
+	find_backfill_key(st, tw);
+	tw->sets = lappend(tw->sets, psprintf("%s = (%s\n)", qcol(newname), uptext));
+	tw->todo = lappend(tw->todo, psprintf("%s IS NULL", qcol(newname)));
+	/* Consistent when either direction reproduces the stored value. */
+	tw->verify = lappend(tw->verify,
+						 psprintf("NOT (%s IS NOT DISTINCT FROM CAST((%s\n) AS %s) OR %s IS NOT DISTINCT FROM CAST((%s\n) AS %s))",
+								  qcol(newname), uptext, typname, qcol(col), downtext, oldtypname));
+}
+
+static void
+op_drop_column(ExpandState *st, JsonbContainer *op)
+{
+	static const char *const keys[] = {"table", "column", "down", NULL};
+	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
+	char	   *col = zdm_json_string(&st->ctx, op, "column", true);
+	char	   *down = zdm_json_string(&st->ctx, op, "down", false);
+	TableWork  *tw;
+	Form_pg_attribute old;
+
+	zdm_json_check_keys(&st->ctx, op, "drop_column", keys, NULL);
+	tw = table_work(st, table, true);
+	if (!OidIsValid(tw->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": drop_column on table \"%s\", which this migration creates",
+						st->migration, table),
+				 errhint("Leave the column out of the create_table operation.")));
+	old = existing_column(st, tw, col);
+	refuse_key_column(st, tw, col);
+	if (down)
+	{
+		DualRule   *r = palloc0(sizeof(DualRule));
+
+		down = zdm_expr_normalize(down);
+		(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
+								tw->desc, tw->name, down, old->atttypid, old->atttypmod);
+		r->old_col = col;
+		r->down = down;
+		tw->rules = lappend(tw->rules, r);
+	}
+	else if (old->attnotnull && !old->atthasdef)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": column \"%s\" of table \"%s\" is NOT NULL without a default, and drop_column has no \"down\"",
+						st->migration, col, tw->name),
+				 errhint("Give \"down\" so that inserts from new clients, which leave the column out, still succeed until contract.")));
+	tw->contract = lappend(tw->contract,
+						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
+}
+
+static void
+op_create_table(ExpandState *st, JsonbContainer *op)
+{
+	static const char *const keys[] = {"name", "columns", "comment", NULL};
+	static const char *const unsupported[] = {"constraints", NULL};
+	char	   *table = zdm_json_string(&st->ctx, op, "name", true);
+	JsonbContainer *columns = zdm_json_array(&st->ctx, op, "columns", true);
+	char	   *comment = zdm_json_string(&st->ctx, op, "comment", false);
+	StringInfoData sql;
+	List	   *pk = NIL;
+	List	   *checks = NIL;
+	List	   *comments = NIL;
+	TableWork  *tw;
+	Oid			nspid;
+	int			ncols = JsonContainerSize(columns);
+	ListCell   *lc;
+
+	zdm_json_check_keys(&st->ctx, op, "create_table", keys, unsupported);
+	if (table_work(st, table, false) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("migration \"%s\": create_table: table \"%s\" already exists",
+						st->migration, table),
+				 errhint("Choose another name, or drop the existing table first.")));
+	if (strlen(table) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("migration \"%s\": table name \"%s\" is too long", st->migration, table),
+				 errhint("Table names are at most %d bytes.", NAMEDATALEN - 1)));
+	if (ncols == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": create_table \"%s\" has no columns", st->migration, table),
+				 errhint("List the table's columns in \"columns\".")));
+
+	nspid = RangeVarGetCreationNamespace(makeRangeVar(st->schema ? pstrdup(st->schema) : NULL,
+													  pstrdup(table), -1));
+	tw = palloc0(sizeof(TableWork));
+	tw->relid = InvalidOid;
+	tw->schema = get_namespace_name(nspid);
+	tw->name = table;
+	tw->qualname = quote_qualified_identifier(tw->schema, table);
+	tw->desc = CreateTemplateTupleDesc(0);
+	st->tables = lappend(st->tables, tw);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TABLE %s (", tw->qualname);
+	for (int i = 0; i < ncols; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(columns, i);
+		JsonbContainer *c;
+		char	   *col,
+				   *type,
+				   *dflt,
+				   *typname;
+		bool		is_pk,
+					serial;
+		Oid			typid = InvalidOid;
+		int32		typmod = -1;
+
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("migration \"%s\": column %d of create_table \"%s\" is not an object",
+							st->migration, i + 1, table),
+					 errhint("Each column is an object such as {\"name\": \"id\", \"type\": \"bigint\", \"pk\": true}.")));
+		c = v->val.binary.data;
+		zdm_json_check_keys(&st->ctx, c, "a column", column_keys, column_unsupported);
+		col = zdm_json_string(&st->ctx, c, "name", true);
+		type = zdm_json_string(&st->ctx, c, "type", true);
+		dflt = zdm_json_string(&st->ctx, c, "default", false);
+		is_pk = zdm_json_bool(&st->ctx, c, "pk", false);
+		claim_column(st, tw, col);
+
+		/* serial and friends are not types, but CREATE TABLE knows them. */
+		serial = (pg_strcasecmp(type, "serial") == 0 || pg_strcasecmp(type, "bigserial") == 0 ||
+				  pg_strcasecmp(type, "smallserial") == 0 || pg_strcasecmp(type, "serial2") == 0 ||
+				  pg_strcasecmp(type, "serial4") == 0 || pg_strcasecmp(type, "serial8") == 0);
+		if (serial)
+		{
+			typname = str_tolower(type, strlen(type), DEFAULT_COLLATION_OID);
+			typid = (pg_strcasecmp(type, "bigserial") == 0 || pg_strcasecmp(type, "serial8") == 0) ? INT8OID :
+				(pg_strcasecmp(type, "smallserial") == 0 || pg_strcasecmp(type, "serial2") == 0) ? INT2OID : INT4OID;
+			if (dflt)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						 errmsg("migration \"%s\": serial column \"%s\" cannot have a default",
+								st->migration, col),
+						 errhint("Remove \"default\": serial columns take their values from a sequence.")));
+		}
+		else
+			resolve_type(st, type, col, &typid, &typmod, &typname);
+
+		appendStringInfo(&sql, "%s%s %s", i > 0 ? ", " : "", qcol(col), typname);
+		if (dflt)
+			appendStringInfo(&sql, " DEFAULT %s",
+							 check_default(st, tw, col, dflt, typid, typmod, false));
+		if (is_pk)
+			pk = lappend(pk, col);
+		else if (!zdm_json_bool(&st->ctx, c, "nullable", false))
+			appendStringInfoString(&sql, " NOT NULL");
+		if (zdm_json_bool(&st->ctx, c, "unique", false))
+			appendStringInfoString(&sql, " UNIQUE");
+		if (zdm_json_has(c, "check"))
+			checks = lappend(checks, zdm_json_object(&st->ctx, c, "check", true));
+		if (zdm_json_has(c, "comment"))
+			comments = lappend(comments,
+							   psprintf("COMMENT ON COLUMN %s.%s IS %s", tw->qualname, qcol(col),
+										quote_literal_cstr(zdm_json_string(&st->ctx, c, "comment", true))));
+		tw->desc = desc_add_column(tw->desc, col, typid, typmod);
+	}
+	if (pk != NIL)
+	{
+		appendStringInfoString(&sql, ", PRIMARY KEY (");
+		foreach(lc, pk)
+			appendStringInfo(&sql, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+							 qcol(lfirst(lc)));
+		appendStringInfoChar(&sql, ')');
+	}
+	appendStringInfoChar(&sql, ')');
+	tw->expand = lappend(tw->expand, sql.data);
+	foreach(lc, checks)
+		add_check(st, tw, lfirst(lc), false);
+	tw->expand = list_concat(tw->expand, comments);
+	if (comment)
+		tw->expand = lappend(tw->expand, psprintf("COMMENT ON TABLE %s IS %s", tw->qualname,
+												  quote_literal_cstr(comment)));
+	tw->rollback = lappend(tw->rollback, psprintf("DROP TABLE %s", tw->qualname));
+}
+
+/* ---------- the plan ---------- */
+
+static void
+append_json_list(StringInfo buf, List *list)
+{
+	ListCell   *lc;
+
+	appendStringInfoChar(buf, '[');
+	foreach(lc, list)
+		appendStringInfo(buf, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 zdm_json_escape(lfirst(lc)));
+	appendStringInfoChar(buf, ']');
+}
+
+static void
+append_steps(StringInfo buf, bool *first, TableWork *tw, const char *lock, List *sqls)
+{
+	ListCell   *lc;
+
+	foreach(lc, sqls)
+	{
+		appendStringInfo(buf, "%s{\"relation\": %s, \"lock\": \"%s\", \"sql\": %s}",
+						 *first ? "" : ", ", zdm_json_escape(tw->qualname), lock,
+						 zdm_json_escape(lfirst(lc)));
+		*first = false;
+	}
+}
+
+static char *
+join_list(List *list, const char *sep)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, list)
+		appendStringInfo(&buf, "%s%s", foreach_current_index(lc) > 0 ? sep : "",
+						 (char *) lfirst(lc));
+	return buf.data;
+}
+
+/* The trigger's name on a table: one per migration and table. */
+static char *
+trigger_name(ExpandState *st, TableWork *tw)
+{
+	return made_name("zdm_", st->migration, tw->name);
+}
+
+/* CREATE TRIGGER for a table's dual-write rules. */
+static char *
+trigger_sql(ExpandState *st, TableWork *tw)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf,
+					 "CREATE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION zdm.dual_write(%s, %s",
+					 quote_identifier(trigger_name(st, tw)), tw->qualname,
+					 quote_literal_cstr(st->migration), quote_literal_cstr(st->search_path));
+	foreach(lc, tw->rules)
+	{
+		DualRule   *r = lfirst(lc);
+
+		appendStringInfo(&buf, ", %s, %s, %s, %s",
+						 quote_literal_cstr(r->old_col ? r->old_col : ""),
+						 quote_literal_cstr(r->new_col ? r->new_col : ""),
+						 quote_literal_cstr(r->up ? r->up : ""),
+						 quote_literal_cstr(r->down ? r->down : ""));
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/* Serialise the plan (see sql/zdm--*.sql for how zdm.status reads it). */
+static char *
+plan_json(ExpandState *st)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	bool		first;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"search_path\": %s, \"tables\": [", zdm_json_escape(st->search_path));
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+
+		appendStringInfo(&buf, "%s{\"relation\": %s, \"table\": %s, \"created\": %s, \"trigger\": %s, "
+						 "\"backfill\": %s, \"key\": ",
+						 foreach_current_index(lc) > 0 ? ", " : "",
+						 zdm_json_escape(tw->qualname), zdm_json_escape(tw->name),
+						 OidIsValid(tw->relid) ? "false" : "true",
+						 tw->rules ? zdm_json_escape(trigger_name(st, tw)) : "null",
+						 tw->sets ? "true" : "false");
+		append_json_list(&buf, tw->key);
+		appendStringInfoString(&buf, ", \"key_types\": ");
+		append_json_list(&buf, tw->key_types);
+		appendStringInfo(&buf, ", \"set\": %s, \"todo\": %s, \"verify\": %s}",
+						 zdm_json_escape(join_list(tw->sets, ", ")),
+						 zdm_json_escape(join_list(tw->todo, " OR ")),
+						 tw->verify ? zdm_json_escape(join_list(tw->verify, " OR ")) : "null");
+	}
+
+	/* contract: every validation first (no exclusive lock), then per table */
+	appendStringInfoString(&buf, "], \"contract\": [");
+	first = true;
+	foreach(lc, st->tables)
+		append_steps(&buf, &first, lfirst(lc), "validate", ((TableWork *) lfirst(lc))->validate);
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+		List	   *steps = list_copy(tw->contract);
+
+		if (tw->rules)
+			steps = lcons(psprintf("DROP TRIGGER %s ON %s", quote_identifier(trigger_name(st, tw)),
+								   tw->qualname), steps);
+		append_steps(&buf, &first, tw, "exclusive", steps);
+	}
+
+	/* rollback: per table, in reverse order of the operations */
+	appendStringInfoString(&buf, "], \"rollback\": [");
+	first = true;
+	for (int i = list_length(st->tables) - 1; i >= 0; i--)
+	{
+		TableWork  *tw = list_nth(st->tables, i);
+		List	   *steps = NIL;
+
+		if (tw->rules)
+			steps = lappend(steps, psprintf("DROP TRIGGER %s ON %s",
+											quote_identifier(trigger_name(st, tw)), tw->qualname));
+		for (int j = list_length(tw->rollback) - 1; j >= 0; j--)
+			steps = lappend(steps, list_nth(tw->rollback, j));
+		append_steps(&buf, &first, tw, "exclusive", steps);
+	}
+	appendStringInfoString(&buf, "]}");
+	return buf.data;
+}
+
+/* ---------- zdm.expand ---------- */
+
+static void
+expand_check_operations(ExpandState *st, JsonbContainer *ops)
+{
+	int			nops = JsonContainerSize(ops);
+
+	if (nops == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\" has no operations", st->migration),
+				 errhint("Give at least one operation, e.g. {\"operations\": [{\"add_column\": {...}}]}.")));
+
+	for (int i = 0; i < nops; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(ops, i);
+		JsonbIterator *it;
+		JsonbValue	key;
+		JsonbContainer *op;
+		JsonbValue *body;
+
+		st->ctx.opno = i + 1;
+		st->ctx.opname = NULL;
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data) ||
+			JsonContainerSize(v->val.binary.data) != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("migration \"%s\": operation %d is not an object with exactly one key",
+							st->migration, i + 1),
+					 errhint("Write each operation as {\"<kind>\": {...}}, e.g. {\"add_column\": {...}}.")));
+
+		it = JsonbIteratorInit(v->val.binary.data);
+		(void) JsonbIteratorNext(&it, &key, true);	/* WJB_BEGIN_OBJECT */
+		(void) JsonbIteratorNext(&it, &key, true);	/* WJB_KEY */
+		st->ctx.opname = pnstrdup(key.val.string.val, key.val.string.len);
+		body = getKeyJsonValueFromContainer(v->val.binary.data, st->ctx.opname,
+											strlen(st->ctx.opname), NULL);
+		if (body->type != jbvBinary || !JsonContainerIsObject(body->val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("migration \"%s\": operation %d (%s) must be an object",
+							st->migration, i + 1, st->ctx.opname),
+					 errhint("Write the operation as {\"%s\": {...}}.", st->ctx.opname)));
+		op = body->val.binary.data;
+
+		if (strcmp(st->ctx.opname, "add_column") == 0)
+			op_add_column(st, op);
+		else if (strcmp(st->ctx.opname, "alter_column") == 0)
+			op_alter_column(st, op);
+		else if (strcmp(st->ctx.opname, "drop_column") == 0)
+			op_drop_column(st, op);
+		else if (strcmp(st->ctx.opname, "create_table") == 0)
+			op_create_table(st, op);
+		else if (strcmp(st->ctx.opname, "drop_table") == 0 || strcmp(st->ctx.opname, "rename_table") == 0 ||
+				 strcmp(st->ctx.opname, "rename_column") == 0 || strcmp(st->ctx.opname, "create_index") == 0 ||
+				 strcmp(st->ctx.opname, "drop_index") == 0 || strcmp(st->ctx.opname, "create_constraint") == 0 ||
+				 strcmp(st->ctx.opname, "drop_constraint") == 0 ||
+				 strcmp(st->ctx.opname, "drop_multicolumn_constraint") == 0 ||
+				 strcmp(st->ctx.opname, "rename_constraint") == 0 || strcmp(st->ctx.opname, "sql") == 0 ||
+				 strcmp(st->ctx.opname, "set_replica_identity") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("migration \"%s\": operation %d (%s) is not supported by zdm yet",
+							st->migration, i + 1, st->ctx.opname),
+					 errhint("zdm supports create_table, add_column, alter_column with a new \"name\", and drop_column.")));
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("migration \"%s\": operation %d has unknown kind \"%s\"",
+							st->migration, i + 1, st->ctx.opname),
+					 errhint("Known kinds are those of pgroll's format: create_table, add_column, alter_column, drop_column, ...")));
+	}
+	st->ctx.opno = 0;
+	st->ctx.opname = NULL;
+}
+
+/* Lock every existing table for DDL, then run the expand statements. */
+static void
+expand_apply(ExpandState *st)
+{
+	List	   *relids = NIL;
+	ZdmLockStats stats;
+	ListCell   *lc;
+	bool		charged = false;
+
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+
+		if (OidIsValid(tw->relid) && (tw->expand || tw->rules))
+			relids = lappend_oid(relids, tw->relid);
+	}
+	zdm_lock_relations(st->migration, relids, AccessExclusiveLock, &stats);
+	zdm_log_event(st->migration, "lock", "expanded", NULL, &stats, -1,
+				  psprintf("ACCESS EXCLUSIVE on %d table(s)", list_length(relids)));
+
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+		ListCell   *lc2;
+		List	   *steps = list_copy(tw->expand);
+
+		if (tw->rules)
+			steps = lappend(steps, trigger_sql(st, tw));
+		foreach(lc2, steps)
+		{
+			ZdmLockStats none = {0, 0};
+
+			zdm_run_ddl(st->migration, "expanded", lfirst(lc2),
+						OidIsValid(tw->relid) && !charged ? &stats : &none);
+			if (OidIsValid(tw->relid))
+				charged = true;
+		}
+	}
+}
+
+static void
+expand_save_state(ExpandState *st, Jsonb *definition)
+{
+	Oid			types[3] = {TEXTOID, JSONBOID, TEXTOID};
+	Datum		values[3];
+	int			rc;
+
+	values[0] = CStringGetTextDatum(st->migration);
+	values[1] = JsonbPGetDatum(definition);
+	values[2] = CStringGetTextDatum(plan_json(st));
+	rc = SPI_execute_with_args("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at)"
+							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now())"
+							   " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"
+							   "   plan = EXCLUDED.plan, phase = 'expanded', expand_xid = EXCLUDED.expand_xid,"
+							   "   backfill_key = NULL, backfill_table = 0, rows_backfilled = 0, batches = 0,"
+							   "   created_at = now(), updated_at = now(), expanded_at = now(),"
+							   "   backfill_started_at = NULL, backfilled_at = NULL, contracted_at = NULL,"
+							   "   rolled_back_at = NULL, last_error = NULL",
+							   3, types, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "zdm: could not record migration \"%s\": %s", st->migration,
+			 SPI_result_code_string(rc));
+	zdm_log_event(st->migration, "phase", "expanded", NULL, NULL, -1, NULL);
+}
+
+Datum
+zdm_expand(PG_FUNCTION_ARGS)
+{
+	ExpandState st;
+	Jsonb	   *definition;
+	JsonbContainer *ops;
+	ZdmMigration existing;
+	char	   *name;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null"),
+				 errhint("Call zdm.expand('<name>', '<migration json>').")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	zdm_check_name(name, "zdm.expand");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration \"%s\": definition must not be null", name),
+				 errhint("Pass the migration as jsonb: {\"operations\": [...]}.")));
+	definition = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(definition))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": definition must be a JSON object", name),
+				 errhint("Pass the migration as {\"operations\": [...]}.")));
+
+	memset(&st, 0, sizeof(st));
+	st.migration = name;
+	st.ctx.migration = name;
+
+	SPI_connect();
+
+	/* 1. coordination: never wait for another session applying this migration */
+	if (!zdm_try_migration_lock(name))
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is being expanded by another session, skipping", name)));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	if (zdm_migration_fetch(name, false, &existing) && strcmp(existing.phase, "rolled_back") != 0)
+	{
+		bool		same = DatumGetBool(DirectFunctionCall2(jsonb_eq,
+														   JsonbPGetDatum(existing.definition),
+														   JsonbPGetDatum(definition)));
+
+		if (!same)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("migration \"%s\" already exists with a different definition", name),
+					 errdetail("It is in phase \"%s\".", existing.phase),
+					 errhint("Give the changed migration a new name, or roll \"%s\" back first.", name)));
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already expanded (phase \"%s\"), skipping",
+						name, existing.phase)));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+
+	/* 2. checking: the whole migration, before any change */
+	zdm_json_check_keys(&st.ctx, &definition->root, "the definition", top_keys, NULL);
+	st.schema = zdm_json_string(&st.ctx, &definition->root, "schema", false);
+	if (st.schema && !OidIsValid(get_namespace_oid(st.schema, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_SCHEMA),
+				 errmsg("migration \"%s\": schema \"%s\" does not exist", name, st.schema),
+				 errhint("Create the schema first, or correct \"schema\".")));
+	st.search_path = GetConfigOptionByName("search_path", NULL, false);
+	ops = zdm_json_array(&st.ctx, &definition->root, "operations", true);
+	expand_check_operations(&st, ops);
+
+	/* 3. applying: all of it, with the state row, or none of it */
+	expand_apply(&st);
+	expand_save_state(&st, definition);
+
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}

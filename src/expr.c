@@ -1,0 +1,257 @@
+/*-------------------------------------------------------------------------
+ *
+ * expr.c
+ *	  Parsing and analysing the SQL expressions a migration carries.
+ *
+ * A migration's "up", "down" and "default" are SQL expressions written by
+ * the user.  zdm never pastes them into SQL unchecked: each is parsed on
+ * its own, as the single target of "SELECT (<expr>\n)", and refused unless
+ * that yields exactly one statement with one unnamed target and no FROM,
+ * WHERE, set operation or other clause.  That makes "1; DROP TABLE t" or
+ * "1) FROM pg_authid --" parse errors, and lets later steps embed the text
+ * in parentheses safely.
+ *
+ * Analysis runs against a row type rather than a table: the expression is
+ * resolved over an ephemeral named relation whose tuple descriptor is the
+ * table's columns plus the columns the migration will add.  That lets
+ * expand check a "down" expression that reads a column which does not
+ * exist yet, before any DDL runs; and lets the dual-write trigger compile
+ * the same text against the table's real descriptor, so Vars carry the
+ * attribute numbers of the row the trigger sees.
+ *
+ * Names in expressions resolve through the search_path in effect when the
+ * migration was expanded; the plan stores it and every later step (the
+ * trigger, the backfill, verify) sets it again while it works.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/queryenvironment.h"
+
+/*
+ * pgroll writes some expressions as "SELECT CASE ... END": drop a leading
+ * SELECT keyword so the rest is the expression itself.
+ */
+char *
+zdm_expr_normalize(const char *text)
+{
+	const char *p = text;
+
+	while (*p && isspace((unsigned char) *p))
+		p++;
+	if (pg_strncasecmp(p, "select", 6) == 0 &&
+		(isspace((unsigned char) p[6]) || p[6] == '('))
+		p += 6;
+	return pstrdup(p);
+}
+
+/* Re-raise the current error with the migration and object in front. */
+static void
+rethrow_with_context(MemoryContext cxt, const char *migration, const char *what)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	ereport(ERROR,
+			(errcode(edata->sqlerrcode == ERRCODE_INTERNAL_ERROR ?
+					 ERRCODE_INVALID_PARAMETER_VALUE : edata->sqlerrcode),
+			 errmsg("migration \"%s\": %s is invalid: %s",
+					migration, what, edata->message),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 errhint("%s", edata->hint ? edata->hint :
+					 "Write it as one SQL expression over the table's columns.")));
+}
+
+static void
+refuse_shape(const char *migration, const char *what, const char *text,
+			 const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("migration \"%s\": %s must be a single SQL expression, but it %s",
+					migration, what, why),
+			 errdetail("The text was: %s", text),
+			 errhint("Write one expression over the row's columns, such as \"lower(legacy_status)\".")));
+}
+
+/*
+ * Parse text as one expression; return its raw parse tree.  Everything a
+ * SELECT could carry besides one target is refused.
+ */
+static Node *
+expr_parse(const char *migration, const char *what, const char *text)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *sql = psprintf("SELECT (%s\n)", text);
+	List	   *stmts = NIL;
+	SelectStmt *sel;
+	ResTarget  *target;
+
+	PG_TRY();
+	{
+		stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		rethrow_with_context(cxt, migration, what);
+	}
+	PG_END_TRY();
+
+	if (list_length(stmts) != 1)
+		refuse_shape(migration, what, text, "contains more than one statement");
+	sel = (SelectStmt *) linitial_node(RawStmt, stmts)->stmt;
+	if (!IsA(sel, SelectStmt) || sel->op != SETOP_NONE)
+		refuse_shape(migration, what, text, "is a query, not an expression");
+	if (sel->fromClause || sel->whereClause || sel->groupClause ||
+		sel->havingClause || sel->windowClause || sel->distinctClause ||
+		sel->intoClause || sel->withClause || sel->valuesLists ||
+		sel->sortClause || sel->limitCount || sel->limitOffset ||
+		sel->lockingClause)
+		refuse_shape(migration, what, text, "has clauses of a query");
+	if (list_length(sel->targetList) != 1)
+		refuse_shape(migration, what, text, "yields more than one value");
+	target = linitial_node(ResTarget, sel->targetList);
+	if (target->name != NULL || target->indirection != NIL)
+		refuse_shape(migration, what, text, "names its result");
+	return target->val;
+}
+
+/* Check that text is one SQL expression, without resolving any names. */
+void
+zdm_expr_check_syntax(const char *migration, const char *what, const char *text)
+{
+	(void) expr_parse(migration, what, text);
+}
+
+static bool
+has_whole_row_var(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) && ((Var *) node)->varattno <= 0)
+		return true;
+	return expression_tree_walker(node, has_whole_row_var, context);
+}
+
+/*
+ * Analyse text as an expression over a row of type desc (named relname),
+ * coerced to typid/typmod as an assignment would be (InvalidOid: left as
+ * it is).  Returns the analysed tree; Vars have varno 1 and the attribute
+ * numbers of desc.
+ */
+Node *
+zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
+				 const char *relname, const char *text, Oid typid, int32 typmod)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Node	   *raw = expr_parse(migration, what, text);
+	Node	   *expr = NULL;
+	ParseState *pstate;
+
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = text;
+
+	PG_TRY();
+	{
+		QueryEnvironment *env = create_queryEnv();
+		EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+		ParseNamespaceItem *nsitem;
+
+		enr->md.name = pstrdup(relname);
+		enr->md.reliddesc = InvalidOid;
+		enr->md.tupdesc = desc;
+		enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+		enr->md.enrtuples = 0;
+		register_ENR(env, enr);
+		pstate->p_queryEnv = env;
+
+		nsitem = addRangeTableEntryForENR(pstate, makeRangeVar(NULL, enr->md.name, -1), true);
+		addNSItemToQuery(pstate, nsitem, true, true, true);
+
+		expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
+	}
+	PG_CATCH();
+	{
+		rethrow_with_context(cxt, migration, what);
+	}
+	PG_END_TRY();
+
+	if (pstate->p_hasSubLinks)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": %s must not contain a subquery", migration, what),
+				 errhint("Compute the value from the row's own columns; the dual-write trigger evaluates it for every row written.")));
+	if (pstate->p_hasAggs || pstate->p_hasWindowFuncs)
+		ereport(ERROR,
+				(errcode(ERRCODE_GROUPING_ERROR),
+				 errmsg("migration \"%s\": %s must not use aggregate or window functions",
+						migration, what),
+				 errhint("Compute the value from the row's own columns.")));
+	if (pstate->p_hasTargetSRFs || expression_returns_set(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": %s must not return a set", migration, what),
+				 errhint("Compute one value per row.")));
+	if (has_whole_row_var(expr, NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": %s must not refer to the whole row or a system column",
+						migration, what),
+				 errhint("Name the columns it reads.")));
+
+	if (OidIsValid(typid))
+	{
+		Oid			exprtype = exprType(expr);
+		Node	   *coerced;
+
+		coerced = coerce_to_target_type(pstate, expr, exprtype, typid, typmod,
+										COERCION_ASSIGNMENT,
+										COERCE_IMPLICIT_CAST, -1);
+		if (coerced == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("migration \"%s\": %s yields type %s, but the column is of type %s",
+							migration, what, format_type_be(exprtype),
+							format_type_with_typemod(typid, typmod)),
+					 errhint("Cast the expression, e.g. \"(%s)::%s\".",
+							 text, format_type_with_typemod(typid, typmod))));
+		expr = coerced;
+	}
+	assign_expr_collations(pstate, expr);
+	free_parsestate(pstate);
+	return expr;
+}
+
+/* Set search_path for the duration of one step; undo with zdm_guc_pop. */
+int
+zdm_search_path_push(const char *search_path)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", search_path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/* Restore the GUCs set since nestlevel. */
+void
+zdm_guc_pop(int nestlevel)
+{
+	AtEOXact_GUC(true, nestlevel);
+}

@@ -1,0 +1,404 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *	  zdm.dual_write(): the BEFORE ROW trigger that keeps old and new
+ *	  columns in step while both versions of a schema are live.
+ *
+ * Arguments (written by zdm.expand): the migration's name, the search_path
+ * its expressions resolve under, then one group of four per rule:
+ * old column, new column, up expression, down expression ('' = none).
+ *
+ *	- alter_column: old and new columns, up (new from the row) and down
+ *	  (old from the row);
+ *	- add_column with "up": new column and up only;
+ *	- drop_column with "down": old column and down only.
+ *
+ * What a write means is decided from the write itself:
+ *
+ *	INSERT: a NULL new column means the writer did not supply it (an old
+ *	client): new := up(row).  Otherwise the new column decides and
+ *	old := down(row), also when the old column holds a value (its default,
+ *	say).  For a drop_column rule, old := down(row) when old is NULL.
+ *
+ *	UPDATE: a column counts as written when the statement's SET list names
+ *	it (tg_updatedcols) and its value changed.  New column written: it
+ *	wins, old := down(row), even when the statement also wrote the old
+ *	one.  Otherwise, when a column up reads was written: new := up(row).
+ *	Otherwise, when a column down reads was written and the old column was
+ *	not: old := down(row).
+ *
+ * Expressions are compiled once per trigger and cached in
+ * CacheMemoryContext (ExprState, no SPI), and invalidated by a relcache
+ * callback when the table changes.  Every partition's trigger is a clone
+ * with its own cache entry and its own attribute numbers, so partitions
+ * whose columns are laid out differently work too.  The backfill, which
+ * computes new values itself, sets zdm_backfill_bypass to skip the
+ * trigger for its own updates.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "optimizer/optimizer.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+PG_FUNCTION_INFO_V1(zdm_dual_write);
+
+bool		zdm_backfill_bypass = false;
+
+typedef struct RuleState
+{
+	AttrNumber	old_att;		/* 0 = none */
+	AttrNumber	new_att;		/* 0 = none */
+	ExprState  *up;
+	ExprState  *down;
+	int			n_up_deps;
+	AttrNumber *up_deps;		/* columns up reads */
+	int			n_down_deps;
+	AttrNumber *down_deps;		/* columns down reads */
+} RuleState;
+
+typedef struct DualWriteState
+{
+	MemoryContext cxt;
+	int			natts;
+	int			nrules;
+	RuleState  *rules;
+	ExprContext *econtext;
+	TupleTableSlot *slot;
+	bool	   *replaced;		/* per row: columns the rules set */
+	int			in_use;			/* nesting depth of calls using this state */
+} DualWriteState;
+
+typedef struct DualWriteEntry
+{
+	Oid			tgoid;			/* hash key */
+	Oid			relid;
+	bool		valid;
+	DualWriteState *state;
+} DualWriteEntry;
+
+static HTAB *dual_write_cache = NULL;
+
+static void
+free_state(DualWriteState *state)
+{
+	if (state != NULL && state->in_use == 0)
+		MemoryContextDelete(state->cxt);
+	/* else: still used by an outer call; leaked, which is rare and small */
+}
+
+static void
+dual_write_relcache_cb(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	DualWriteEntry *entry;
+
+	if (dual_write_cache == NULL)
+		return;
+	hash_seq_init(&status, dual_write_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (relid == InvalidOid || entry->relid == relid)
+			entry->valid = false;
+}
+
+void
+zdm_trigger_init(void)
+{
+	CacheRegisterRelcacheCallback(dual_write_relcache_cb, (Datum) 0);
+}
+
+static AttrNumber
+rule_column(TriggerData *td, const char *migration, const char *col)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+
+	if (col[0] == '\0')
+		return 0;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), col) == 0)
+			return i + 1;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("dual-write trigger of migration \"%s\": column \"%s\" of table \"%s\" does not exist",
+					migration, col, RelationGetRelationName(td->tg_relation)),
+			 errhint("The table was altered outside zdm; roll the migration back with zdm.rollback('%s').",
+					 migration)));
+	return 0;					/* keep compiler quiet */
+}
+
+/* Compile one expression computing column att; *deps gets what it reads. */
+static ExprState *
+rule_compile(TriggerData *td, const char *migration, const char *what,
+			 const char *text, AttrNumber att, int *ndeps, AttrNumber **deps)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	Form_pg_attribute target = TupleDescAttr(desc, att - 1);
+	Node	   *expr;
+	Bitmapset  *vars = NULL;
+	int			x = -1;
+
+	expr = zdm_expr_analyze(migration, what, desc, RelationGetRelationName(td->tg_relation),
+							text, target->atttypid, target->atttypmod);
+	expr = (Node *) expression_planner((Expr *) expr);
+	pull_varattnos(expr, 1, &vars);
+	*ndeps = 0;
+	*deps = palloc(sizeof(AttrNumber) * (bms_num_members(vars) + 1));
+	while ((x = bms_next_member(vars, x)) >= 0)
+		(*deps)[(*ndeps)++] = x + FirstLowInvalidHeapAttributeNumber;
+	return ExecInitExpr((Expr *) expr, NULL);
+}
+
+/* Build the compiled state of a trigger from its arguments. */
+static pg_noinline DualWriteState *
+build_state(TriggerData *td)
+{
+	Trigger    *tg = td->tg_trigger;
+	MemoryContext cxt;
+	MemoryContext old;
+	DualWriteState *state;
+	int			level;
+
+	if (tg->tgnargs < 2 || (tg->tgnargs - 2) % 4 != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on table \"%s\" has malformed arguments for zdm.dual_write()",
+						tg->tgname, RelationGetRelationName(td->tg_relation)),
+				 errhint("zdm.dual_write() triggers are created by zdm.expand(), not by hand.")));
+
+	cxt = AllocSetContextCreate(CacheMemoryContext, "zdm dual-write trigger",
+								ALLOCSET_SMALL_SIZES);
+	state = MemoryContextAllocZero(cxt, sizeof(DualWriteState));
+	state->cxt = cxt;
+	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		const char *migration = tg->tgargs[0];
+
+		state->natts = RelationGetDescr(td->tg_relation)->natts;
+		state->nrules = (tg->tgnargs - 2) / 4;
+		state->rules = palloc0(sizeof(RuleState) * state->nrules);
+		level = zdm_search_path_push(tg->tgargs[1]);
+		for (int i = 0; i < state->nrules; i++)
+		{
+			RuleState  *r = &state->rules[i];
+			char	  **a = &tg->tgargs[2 + 4 * i];
+
+			r->old_att = rule_column(td, migration, a[0]);
+			r->new_att = rule_column(td, migration, a[1]);
+			if (a[2][0] != '\0' && r->new_att != 0)
+				r->up = rule_compile(td, migration, psprintf("up expression of column \"%s\"", a[1]),
+									 a[2], r->new_att, &r->n_up_deps, &r->up_deps);
+			if (a[3][0] != '\0' && r->old_att != 0)
+				r->down = rule_compile(td, migration, psprintf("down expression of column \"%s\"", a[0]),
+									   a[3], r->old_att, &r->n_down_deps, &r->down_deps);
+		}
+		zdm_guc_pop(level);
+		state->replaced = palloc0(sizeof(bool) * state->natts);
+		state->econtext = CreateStandaloneExprContext();
+		state->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(td->tg_relation)),
+											   &TTSOpsVirtual);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return state;
+}
+
+static pg_noinline DualWriteState *
+get_state(TriggerData *td)
+{
+	Oid			tgoid = td->tg_trigger->tgoid;
+	DualWriteEntry *entry;
+	bool		found;
+
+	if (dual_write_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(DualWriteEntry);
+		ctl.hcxt = CacheMemoryContext;
+		dual_write_cache = hash_create("zdm dual-write triggers", 16, &ctl,
+									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(dual_write_cache, &tgoid, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->state = NULL;
+		entry->valid = false;
+	}
+	if (!entry->valid || entry->state == NULL ||
+		entry->state->natts != RelationGetDescr(td->tg_relation)->natts)
+	{
+		DualWriteState *fresh;
+
+		/* Build first: on error the old entry stays invalid, not half-built. */
+		entry->valid = false;
+		fresh = build_state(td);
+		free_state(entry->state);
+		entry->state = fresh;
+		entry->relid = RelationGetRelid(td->tg_relation);
+		entry->valid = true;
+	}
+	return entry->state;
+}
+
+/* Did an UPDATE write att (named in SET and changed)? */
+static bool
+written(TriggerData *td, HeapTuple newtuple, AttrNumber att)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	Form_pg_attribute a = TupleDescAttr(desc, att - 1);
+	bool		oldnull,
+				newnull;
+	Datum		oldval,
+				newval;
+
+	if (!bms_is_member(att - FirstLowInvalidHeapAttributeNumber, td->tg_updatedcols))
+		return false;
+	oldval = heap_getattr(td->tg_trigtuple, att, desc, &oldnull);
+	newval = heap_getattr(newtuple, att, desc, &newnull);
+	if (oldnull || newnull)
+		return oldnull != newnull;
+	return !datumIsEqual(oldval, newval, a->attbyval, a->attlen);
+}
+
+static bool
+any_written(TriggerData *td, HeapTuple newtuple, int n, AttrNumber *atts)
+{
+	for (int i = 0; i < n; i++)
+		if (written(td, newtuple, atts[i]))
+			return true;
+	return false;
+}
+
+/* Evaluate expr over the working row and store it into att. */
+static void
+apply(DualWriteState *state, ExprState *expr, AttrNumber att, bool *replaced)
+{
+	TupleTableSlot *slot = state->slot;
+	bool		isnull;
+	Datum		value;
+
+	state->econtext->ecxt_scantuple = slot;
+	value = ExecEvalExprSwitchContext(expr, state->econtext, &isnull);
+	slot->tts_values[att - 1] = value;
+	slot->tts_isnull[att - 1] = isnull;
+	replaced[att - 1] = true;
+}
+
+Datum
+zdm_dual_write(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	DualWriteState *state;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	bool		is_update;
+	bool	   *replaced;
+	int			nreplaced;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("zdm.dual_write() was not called by the trigger manager"),
+				 errhint("It is a trigger function; zdm.expand() installs it.")));
+	if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("zdm.dual_write() must be fired BEFORE INSERT OR UPDATE FOR EACH ROW"),
+				 errhint("zdm.expand() installs it that way; do not create it by hand.")));
+
+	is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	tuple = is_update ? td->tg_newtuple : td->tg_trigtuple;
+	if (zdm_backfill_bypass)
+		return PointerGetDatum(tuple);
+
+	state = get_state(td);
+	desc = RelationGetDescr(td->tg_relation);
+	slot = state->slot;
+	ResetExprContext(state->econtext);
+	ExecClearTuple(slot);
+	heap_deform_tuple(tuple, desc, slot->tts_values, slot->tts_isnull);
+	ExecStoreVirtualTuple(slot);
+	replaced = state->replaced;
+	memset(replaced, 0, sizeof(bool) * desc->natts);
+
+	state->in_use++;
+	PG_TRY();
+	{
+		for (int i = 0; i < state->nrules; i++)
+		{
+			RuleState  *r = &state->rules[i];
+
+			if (!is_update)
+			{
+				if (r->up && slot->tts_isnull[r->new_att - 1])
+					apply(state, r->up, r->new_att, replaced);
+				else if (r->down && (r->new_att != 0 || slot->tts_isnull[r->old_att - 1]))
+					apply(state, r->down, r->old_att, replaced);
+			}
+			else
+			{
+				bool		new_written = r->new_att != 0 && written(td, tuple, r->new_att);
+
+				if (new_written && r->down)
+					apply(state, r->down, r->old_att, replaced);
+				else if (r->up && !new_written &&
+						 any_written(td, tuple, r->n_up_deps, r->up_deps))
+					apply(state, r->up, r->new_att, replaced);
+				else if (r->down && !written(td, tuple, r->old_att) &&
+						 any_written(td, tuple, r->n_down_deps, r->down_deps))
+					apply(state, r->down, r->old_att, replaced);
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		state->in_use--;
+	}
+	PG_END_TRY();
+
+	nreplaced = 0;
+	for (int i = 0; i < desc->natts; i++)
+		if (replaced[i])
+			nreplaced++;
+	if (nreplaced > 0)
+	{
+		int		   *cols = palloc(sizeof(int) * nreplaced);
+		Datum	   *values = palloc(sizeof(Datum) * nreplaced);
+		bool	   *nulls = palloc(sizeof(bool) * nreplaced);
+		int			k = 0;
+
+		for (int i = 0; i < desc->natts; i++)
+			if (replaced[i])
+			{
+				cols[k] = i + 1;
+				values[k] = slot->tts_values[i];
+				nulls[k] = slot->tts_isnull[i];
+				k++;
+			}
+		tuple = heap_modify_tuple_by_cols(tuple, desc, nreplaced, cols, values, nulls);
+	}
+	return PointerGetDatum(tuple);
+}

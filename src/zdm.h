@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * zdm.h
+ *	  Shared declarations of zdm, zero-downtime schema migrations.
+ *
+ * A migration moves through expand (additive DDL plus a dual-write
+ * trigger), backfill (historical rows converted in committed batches) and
+ * contract (old columns dropped, constraints enforced), or is rolled back.
+ * expand.c turns the migration's definition into a "plan" (jsonb, stored in
+ * zdm.migrations), and every later step executes that plan, so nothing is
+ * re-derived from a schema that may have moved on.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ZDM_H
+#define ZDM_H
+
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "storage/lockdefs.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* Advisory-lock key space of zdm (the first key of the two-int form). */
+#define ZDM_ADVISORY_KEYSPACE	0x7A646D	/* "zdm" */
+
+/* GUCs (zdm.c) */
+extern int	zdm_lock_timeout_ms;
+extern int	zdm_lock_budget_ms;
+extern int	zdm_lock_backoff_max_ms;
+
+/* ---- spec.c: reading a migration's JSON ---- */
+
+/* Where in a migration a value was found, for error messages. */
+typedef struct ZdmSpecCtx
+{
+	const char *migration;		/* migration name */
+	int			opno;			/* 1-based operation number, 0 = top level */
+	const char *opname;			/* "add_column", ... */
+} ZdmSpecCtx;
+
+extern JsonbContainer *zdm_json_object(ZdmSpecCtx *ctx, JsonbContainer *obj,
+									   const char *key, bool required);
+extern JsonbContainer *zdm_json_array(ZdmSpecCtx *ctx, JsonbContainer *obj,
+									  const char *key, bool required);
+extern char *zdm_json_string(ZdmSpecCtx *ctx, JsonbContainer *obj,
+							 const char *key, bool required);
+extern bool zdm_json_bool(ZdmSpecCtx *ctx, JsonbContainer *obj,
+						  const char *key, bool dflt);
+extern bool zdm_json_has(JsonbContainer *obj, const char *key);
+extern void zdm_json_check_keys(ZdmSpecCtx *ctx, JsonbContainer *obj,
+								const char *what, const char *const *known,
+								const char *const *unsupported);
+extern char *zdm_json_escape(const char *s);
+
+/* ---- expr.c: up/down/default expressions ---- */
+
+extern char *zdm_expr_normalize(const char *text);
+extern void zdm_expr_check_syntax(const char *migration, const char *what,
+								  const char *text);
+extern Node *zdm_expr_analyze(const char *migration, const char *what,
+							  TupleDesc desc, const char *relname,
+							  const char *text, Oid typid, int32 typmod);
+extern int	zdm_search_path_push(const char *search_path);
+extern void zdm_guc_pop(int nestlevel);
+
+/* ---- locks.c: lock acquisition that never blocks traffic for long ---- */
+
+typedef struct ZdmLockStats
+{
+	int			attempts;
+	double		wait_ms;
+} ZdmLockStats;
+
+extern void zdm_lock_relations(const char *migration, List *relids,
+							   LOCKMODE mode, ZdmLockStats *stats);
+extern bool zdm_try_migration_lock(const char *migration);
+extern int	zdm_lock_timeout_push(void);
+
+/* ---- ddl.c: running and journaling DDL ---- */
+
+extern void zdm_run_ddl(const char *migration, const char *phase,
+						const char *sql, const ZdmLockStats *lock);
+extern void zdm_run_plan_steps(const char *migration, const char *phase,
+							   Jsonb *plan, const char *section);
+
+/* ---- catalog.c: zdm.migrations and zdm.migration_log ---- */
+
+typedef struct ZdmMigration
+{
+	char	   *name;
+	char	   *phase;
+	Jsonb	   *definition;
+	Jsonb	   *plan;
+	bool		expanded_here;	/* expanded in the current transaction */
+} ZdmMigration;
+
+extern bool zdm_migration_fetch(const char *name, bool for_update,
+								ZdmMigration *m);
+extern void zdm_migration_set_phase(const char *name, const char *phase,
+									const char *error);
+extern void zdm_log_event(const char *migration, const char *event,
+						  const char *phase, const char *statement,
+						  const ZdmLockStats *lock, double duration_ms,
+						  const char *detail);
+extern void zdm_check_name(const char *name, const char *func);
+extern void zdm_require_migration(const char *name, ZdmMigration *m,
+								  bool for_update);
+
+/* ---- backfill.c ---- */
+
+extern bool zdm_backfill_bypass;
+extern int64 zdm_verify_migration(const char *name, Jsonb *plan);
+
+/* ---- trigger.c ---- */
+
+extern void zdm_trigger_init(void);
+
+/* ---- timing ---- */
+extern double zdm_ms_since(TimestampTz start);
+
+#endif							/* ZDM_H */
