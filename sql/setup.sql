@@ -1,0 +1,63 @@
+--
+-- setup: the extension's objects, and helpers the other suites share.
+--
+-- zt.try(sql) runs a statement and reports its SQLSTATE, message and hint
+-- instead of failing, so the error suites can show all three.  zt.shape(t)
+-- describes a table (columns, constraints, triggers) so a suite can show
+-- that a failed or rolled-back step changed nothing.
+--
+LOAD 'zdm';
+CREATE SCHEMA zt;
+
+CREATE FUNCTION zt.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    msg text;
+    hint text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || E'\n  HINT: ' || coalesce(nullif(hint, ''), '(none)');
+END
+$$;
+
+CREATE FUNCTION zt.shape(rel regclass) RETURNS text LANGUAGE sql AS $$
+SELECT concat_ws(E'\n',
+    (SELECT string_agg(format('%I %s%s%s', attname, format_type(atttypid, atttypmod),
+                              CASE WHEN attnotnull THEN ' not null' END,
+                              ' default ' || pg_get_expr(d.adbin, d.adrelid)), ', ' ORDER BY attnum)
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped),
+    (SELECT string_agg(format('constraint %s: %s', conname, pg_get_constraintdef(oid)), E'\n' ORDER BY conname)
+       FROM pg_constraint WHERE conrelid = rel),
+    (SELECT string_agg(format('trigger %s', tgname), E'\n' ORDER BY tgname)
+       FROM pg_trigger WHERE tgrelid = rel AND NOT tgisinternal))
+$$;
+
+-- What CREATE EXTENSION made.
+SELECT pg_describe_object(classid, objid, objsubid) AS object
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'zdm')
+ ORDER BY 1;
+
+-- The state tables are dumped with the database.
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'zdm' ORDER BY 1;
+
+-- GUCs, with their defaults and units.
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'zdm.%' ORDER BY name;
+
+-- The "zdm." prefix is reserved: a typo is refused.
+SET zdm.lock_timeot = '100ms';
+
+-- zdm.lock_timeout may not exceed 500 ms.
+SET zdm.lock_timeout = '2s';
+
+-- The journal is append-only.
+INSERT INTO zdm.migration_log (migration, event) VALUES ('x', 'test');
+SELECT zt.try($$UPDATE zdm.migration_log SET event = 'changed'$$);
+SELECT zt.try($$DELETE FROM zdm.migration_log$$);
+SELECT count(*) FROM zdm.migration_log;
+TRUNCATE zdm.migration_log;
