@@ -156,7 +156,10 @@ SELECT m.name,
        m.last_error
   FROM zdm.migrations m
   LEFT JOIN LATERAL (
-        SELECT sum(greatest(c.reltuples, 0))::bigint AS rows_total
+        -- reltuples is -1 until the table is first vacuumed or analysed
+        SELECT CASE WHEN bool_or(c.reltuples >= 0)
+                    THEN greatest(sum(greatest(c.reltuples, 0))::bigint, m.rows_backfilled)
+               END AS rows_total
           FROM jsonb_array_elements(m.plan->'tables') AS t
           JOIN pg_catalog.pg_class c
             ON c.oid = pg_catalog.to_regclass(t->>'relation')

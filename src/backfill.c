@@ -94,15 +94,16 @@ plan_search_path(const char *migration, Jsonb *plan)
 	return zdm_json_string(&ctx, &plan->root, "search_path", true);
 }
 
-/* "k1, k2" or "k1 DESC, k2 DESC" */
+/* "k1, k2", or "s.k1 DESC, s.k2 DESC" with a prefix and suffix */
 static char *
-key_list(PlanTable *pt, const char *suffix)
+key_list(PlanTable *pt, const char *prefix, const char *suffix)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	for (int k = 0; k < pt->nkeys; k++)
-		appendStringInfo(&buf, "%s%s%s", k > 0 ? ", " : "", quote_identifier(pt->key[k]), suffix);
+		appendStringInfo(&buf, "%s%s%s%s", k > 0 ? ", " : "", prefix,
+						 quote_identifier(pt->key[k]), suffix);
 	return buf.data;
 }
 
@@ -128,7 +129,7 @@ key_params(PlanTable *pt, int first)
 static int64
 backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int batch)
 {
-	char	   *keys = key_list(pt, "");
+	char	   *keys = key_list(pt, "", "");
 	char	   *lower = *last ? psprintf("ROW(%s) > %s", keys, key_params(pt, 1)) : pstrdup("true");
 	Oid		   *types = palloc(sizeof(Oid) * pt->nkeys * 2);
 	Datum	   *values = palloc(sizeof(Datum) * pt->nkeys * 2);
@@ -150,10 +151,11 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 		initStringInfo(&s);
 		appendStringInfoString(&s, "SELECT ");
 		for (int k = 0; k < pt->nkeys; k++)
-			appendStringInfo(&s, "%s::text, ", quote_identifier(pt->key[k]));
+			appendStringInfo(&s, "s.%s::text, ", quote_identifier(pt->key[k]));
+		/* s.k: the key itself, not the text output column of the same name */
 		appendStringInfo(&s, "count(*) OVER () FROM (SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d) s"
 						 " ORDER BY %s LIMIT 1",
-						 keys, pt->relation, lower, keys, batch, key_list(pt, " DESC"));
+						 keys, pt->relation, lower, keys, batch, key_list(pt, "s.", " DESC"));
 		sql = s.data;
 	}
 	rc = SPI_execute_with_args(sql, nparams, types, values, NULL, true, 0);

@@ -1049,8 +1049,6 @@ expand_apply(ExpandState *st)
 			relids = lappend_oid(relids, tw->relid);
 	}
 	zdm_lock_relations(st->migration, relids, AccessExclusiveLock, &stats);
-	zdm_log_event(st->migration, "lock", "expanded", NULL, &stats, -1,
-				  psprintf("ACCESS EXCLUSIVE on %d table(s)", list_length(relids)));
 
 	foreach(lc, st->tables)
 	{

@@ -54,7 +54,11 @@ zdm_expr_normalize(const char *text)
 		p++;
 	if (pg_strncasecmp(p, "select", 6) == 0 &&
 		(isspace((unsigned char) p[6]) || p[6] == '('))
+	{
 		p += 6;
+		while (*p && isspace((unsigned char) *p))
+			p++;
+	}
 	return pstrdup(p);
 }
 
