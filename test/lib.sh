@@ -75,5 +75,5 @@ MK
 # Seconds since the epoch with milliseconds, for timings.
 zdm_now() { date +%s.%N; }
 
-# Print B - A in seconds with one decimal.
-zdm_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+# Print B - A in seconds, with one decimal or DIGITS of them.
+zdm_elapsed() { awk -v a="$1" -v b="$2" -v d="${3:-1}" 'BEGIN { printf "%.*f", d, b - a }'; }

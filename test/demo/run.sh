@@ -76,6 +76,15 @@ show() {
     as_pg "$ZDM_PG_BINDIR/psql" -X -q -h "$SOCK" -p "$PORT" -d demo \
         -v ON_ERROR_STOP=1 -P pager=off "$@"
 }
+# Evaluate one SQL expression; print "value ms" with the time the server
+# took (clock_timestamp around it, without psql's start-up).
+timed() {
+    sql -F ' ' <<SQL
+SELECT clock_timestamp() AS zdm_t0 \gset
+SELECT $1 AS zdm_value \gset
+SELECT :'zdm_value', round((extract(epoch FROM clock_timestamp() - :'zdm_t0'::timestamptz) * 1000)::numeric, 1);
+SQL
+}
 as_pg "$ZDM_PG_BINDIR/createdb" -h "$SOCK" -p "$PORT" demo
 
 phase "schema and $ROWS orders"
@@ -98,8 +107,9 @@ VACUUM ANALYZE orders;
 SQL
 say "created and filled in $(zdm_elapsed "$t0" "$(zdm_now)") s: $(sql -c 'SELECT count(*) FROM orders') rows, $(sql -c "SELECT pg_size_pretty(pg_table_size('orders'))")"
 
-# A client: one statement per transaction, half inserts, half updates of
-# random existing orders, writing only the column its API version knows.
+# A client: one statement per transaction, in turn an insert, an update of
+# the status of a random existing order, and an update of its customer;
+# it writes only the status column its API version knows.
 # Runs until the file stop-NAME appears; psql prints a command tag per
 # committed transaction and an ERROR line per failed one.
 STATUSES=(pending paid shipped delivered cancelled)
@@ -112,12 +122,12 @@ client_loop() {
     while [ ! -e "$DIR/stop-$version" ]; do
         i=$((i + 1))
         s=${STATUSES[RANDOM % 5]}
-        if [ $((i % 2)) -eq 1 ]; then
-            echo "INSERT INTO orders (customer, $column) VALUES ('$version client $i', '$s');"
-        else
-            id=$(( (RANDOM * 32768 + RANDOM) % ROWS + 1 ))
-            echo "UPDATE orders SET $column = '$s' WHERE id = $id;"
-        fi
+        id=$(( (RANDOM * 32768 + RANDOM) % ROWS + 1 ))
+        case $((i % 3)) in
+            1) echo "INSERT INTO orders (customer, $column) VALUES ('$version client $i', '$s');" ;;
+            2) echo "UPDATE orders SET $column = '$s' WHERE id = $id;" ;;
+            0) echo "UPDATE orders SET customer = '$version client $i' WHERE id = $id;" ;;
+        esac
         sleep "$CLIENT_PAUSE"
     done
 }
@@ -172,11 +182,9 @@ clients_report
 
 phase "expand"
 clients_mark
-t0=$(zdm_now)
-applied=$(sql -c "SELECT zdm.expand('$MIGRATION', '$DEFINITION')") || die "expand"
-expand_s=$(zdm_elapsed "$t0" "$(zdm_now)")
-[ "$applied" = t ] || die "expand returned $applied on a fresh database"
-say "zdm.expand('$MIGRATION') = $applied in $expand_s s"
+read -r applied expand_ms <<<"$(timed "zdm.expand('$MIGRATION', '$DEFINITION')")" || die "expand"
+[ "$applied" = t ] || die "expand returned '$applied' on a fresh database"
+say "zdm.expand('$MIGRATION') = $applied in $expand_ms ms"
 show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position"
 # A second instance starting up with the same migration skips it.
 again=$(sql -c "SELECT zdm.expand('$MIGRATION', '$DEFINITION')" 2>&1 | tr '\n' ' ')
@@ -200,7 +208,7 @@ while :; do
     fi
     [ "$batches" -lt $(( ROWS / BATCH * 3 + 100 )) ] || die "the backfill does not finish"
 done
-backfill_s=$(zdm_elapsed "$t0" "$(zdm_now)")
+backfill_s=$(zdm_elapsed "$t0" "$(zdm_now)" 3)
 backfill_rate=$(awk -v r="$backfilled" -v s="$backfill_s" 'BEGIN { printf "%.0f", (s > 0 ? r / s : 0) }')
 say "backfilled $backfilled rows in $batches batches, $backfill_s s, $backfill_rate rows/s"
 show -c "SELECT name, phase, tables, rows_done, rows_total, percent, batches, rows_per_sec FROM zdm.status"
@@ -208,9 +216,7 @@ clients_report
 
 phase "verify"
 clients_mark
-t0=$(zdm_now)
-mismatches=$(sql -c "SELECT zdm.verify('$MIGRATION')") || die "verify"
-verify_s=$(zdm_elapsed "$t0" "$(zdm_now)")
+read -r mismatches verify_ms <<<"$(timed "zdm.verify('$MIGRATION')")" || die "verify"
 read -r total unconverted differ v3rows v4rows v4filled <<<"$(sql -F ' ' -c "
     SELECT count(*),
            count(*) FILTER (WHERE status_enum IS NULL),
@@ -219,7 +225,7 @@ read -r total unconverted differ v3rows v4rows v4filled <<<"$(sql -F ' ' -c "
            count(*) FILTER (WHERE customer LIKE 'v4 client %'),
            count(*) FILTER (WHERE customer LIKE 'v4 client %' AND legacy_status IS NOT NULL)
       FROM orders")"
-say "zdm.verify = $mismatches mismatching rows ($verify_s s)"
+say "zdm.verify('$MIGRATION') = $mismatches mismatching rows, in $verify_ms ms"
 say "$total rows: $unconverted without status_enum, $differ where status_enum and legacy_status differ"
 say "rows inserted by the v3 client: $v3rows; by the v4 client: $v4rows, $v4filled of them with legacy_status filled in"
 clients_report
@@ -235,11 +241,9 @@ say "v3 client stopped: $v3_total transactions, $v3_errors errors in all"
 
 phase "contract (the v4 client keeps writing)"
 clients_mark
-t0=$(zdm_now)
-contracted=$(sql -c "SELECT zdm.contract('$MIGRATION')") || die "contract"
-contract_s=$(zdm_elapsed "$t0" "$(zdm_now)")
-say "zdm.contract('$MIGRATION') = $contracted in $contract_s s"
-[ "$contracted" = t ] || die "contract returned $contracted"
+read -r contracted contract_ms <<<"$(timed "zdm.contract('$MIGRATION')")" || die "contract"
+say "zdm.contract('$MIGRATION') = $contracted in $contract_ms ms"
+[ "$contracted" = t ] || die "contract returned '$contracted'"
 show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position"
 show -c "SELECT tgname FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal"
 sleep 2
@@ -258,11 +262,12 @@ show -c "SELECT id, migration, to_char(logged_at, 'HH24:MI:SS.MS') AS at, event,
 show -c "SELECT name, phase, rows_backfilled, batches, expanded_at, backfilled_at, contracted_at FROM zdm.migrations"
 
 phase "summary"
-printf '%-10s %12s %12s %12s\n' phase seconds rows rows/s
-printf '%-10s %12s %12s %12s\n' expand "$expand_s" - -
-printf '%-10s %12s %12s %12s\n' backfill "$backfill_s" "$backfilled" "$backfill_rate"
-printf '%-10s %12s %12s %12s\n' verify "$verify_s" "$total" -
-printf '%-10s %12s %12s %12s\n' contract "$contract_s" "$final_rows" -
+backfill_ms=$(awk -v s="$backfill_s" 'BEGIN { printf "%.1f", s * 1000 }')
+printf '%-10s %12s %12s %12s\n' phase ms rows rows/s
+printf '%-10s %12s %12s %12s\n' expand "$expand_ms" - -
+printf '%-10s %12s %12s %12s\n' backfill "$backfill_ms" "$backfilled" "$backfill_rate"
+printf '%-10s %12s %12s %12s\n' verify "$verify_ms" "$total" -
+printf '%-10s %12s %12s %12s\n' contract "$contract_ms" "$final_rows" -
 say "v3 client: $v3_total transactions, $v3_errors errors"
 say "v4 client: $v4_total transactions, $v4_errors errors"
 if [ "$v3_errors" != 0 ] || [ "$v4_errors" != 0 ]; then
