@@ -117,7 +117,8 @@ if [ ${#regress_tests[@]} -gt 0 ]; then
     read -r -a regress_opts <<<"$(zdm_make_var REGRESS_OPTS)"
     out=$work/regress
     mkdir -p "$out" && chown postgres: "$out" 2>/dev/null
-    (cd "$work" && as_pg "$PG_REGRESS" "${regress_opts[@]}" \
+    (cd "$work" && as_pg env PATH="$ZDM_PG_BINDIR:$PATH" \
+        "$PG_REGRESS" "${regress_opts[@]}" \
         --inputdir="$work/input" --outputdir="$out" \
         --temp-instance="$out/instance" --temp-config="$work/temp.conf" \
         --bindir="$ZDM_PG_BINDIR" --no-locale --encoding=UTF8 \
@@ -138,7 +139,8 @@ if [ ${#isolation_specs[@]} -gt 0 ]; then
     t0=$(zdm_now)
     out=$work/isolation
     mkdir -p "$out" && chown postgres: "$out" 2>/dev/null
-    (cd "$work" && as_pg "$PG_ISOLATION_REGRESS" \
+    (cd "$work" && as_pg env PATH="$ZDM_PG_BINDIR:$PATH" \
+        "$PG_ISOLATION_REGRESS" \
         --inputdir="$work/input/isolation" --outputdir="$out" \
         --temp-instance="$out/instance" --temp-config="$work/temp.conf" \
         --bindir="$ZDM_PG_BINDIR" --no-locale --encoding=UTF8 \
