@@ -254,7 +254,8 @@ check_batch(const char *name, int32 batch)
 	if (batch <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("migration \"%s\": batch size must be positive, not %d", name, batch),
+				 name ? errmsg("migration \"%s\": batch size must be positive, not %d", name, batch) :
+				 errmsg("batch size must be positive, not %d", batch),
 				 errhint("Batches of 1000 to 10000 rows keep each transaction short.")));
 }
 
@@ -347,7 +348,7 @@ zdm_backfill_all(PG_FUNCTION_ARGS)
 	List	   *names = NIL;
 	ListCell   *lc;
 
-	check_batch("(all)", batch);
+	check_batch(NULL, batch);
 	SPI_connect();
 	SPI_execute("SELECT name FROM zdm.migrations WHERE phase IN ('expanded', 'backfilling')"
 				" ORDER BY expanded_at, name", true, 0);

@@ -80,7 +80,7 @@ zdm_check_name(const char *name, const char *func)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("migration name must not be empty"),
-				 errhint("Call %s with the name the migration was expanded under.", func)));
+				 errhint("Call %s with a migration's name, such as '001_orders_status_enum'.", func)));
 }
 
 /* Fetch a migration or fail with a clear error. */

@@ -468,7 +468,6 @@ static const char *const column_unsupported[] = {"references", "generated", NULL
 static void
 op_add_column(ExpandState *st, JsonbContainer *op)
 {
-	static const char *const keys[] = {"table", "column", "up", NULL};
 	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
 	JsonbContainer *column = zdm_json_object(&st->ctx, op, "column", true);
 	char	   *up = zdm_json_string(&st->ctx, op, "up", false);
@@ -483,7 +482,6 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 	int32		typmod;
 	TableWork  *tw;
 
-	zdm_json_check_keys(&st->ctx, op, "add_column", keys, NULL);
 	zdm_json_check_keys(&st->ctx, column, "\"column\"", column_keys, column_unsupported);
 	col = zdm_json_string(&st->ctx, column, "name", true);
 	type = zdm_json_string(&st->ctx, column, "type", true);
@@ -551,9 +549,6 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 static void
 op_alter_column(ExpandState *st, JsonbContainer *op)
 {
-	static const char *const keys[] = {"table", "column", "name", "type", "up", "down", "nullable",
-	"check", "comment", "default", NULL};
-	static const char *const unsupported[] = {"unique", "references", NULL};
 	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
 	char	   *col = zdm_json_string(&st->ctx, op, "column", true);
 	char	   *newname = zdm_json_string(&st->ctx, op, "name", false);
@@ -573,7 +568,6 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	Form_pg_attribute old;
 	DualRule   *r;
 
-	zdm_json_check_keys(&st->ctx, op, "alter_column", keys, unsupported);
 	tw = table_work(st, table, true);
 	if (newname == NULL || strcmp(newname, col) == 0)
 		ereport(ERROR,
@@ -649,14 +643,12 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 static void
 op_drop_column(ExpandState *st, JsonbContainer *op)
 {
-	static const char *const keys[] = {"table", "column", "down", NULL};
 	char	   *table = zdm_json_string(&st->ctx, op, "table", true);
 	char	   *col = zdm_json_string(&st->ctx, op, "column", true);
 	char	   *down = zdm_json_string(&st->ctx, op, "down", false);
 	TableWork  *tw;
 	Form_pg_attribute old;
 
-	zdm_json_check_keys(&st->ctx, op, "drop_column", keys, NULL);
 	tw = table_work(st, table, true);
 	if (!OidIsValid(tw->relid))
 		ereport(ERROR,
@@ -690,8 +682,6 @@ op_drop_column(ExpandState *st, JsonbContainer *op)
 static void
 op_create_table(ExpandState *st, JsonbContainer *op)
 {
-	static const char *const keys[] = {"name", "columns", "comment", NULL};
-	static const char *const unsupported[] = {"constraints", NULL};
 	char	   *table = zdm_json_string(&st->ctx, op, "name", true);
 	JsonbContainer *columns = zdm_json_array(&st->ctx, op, "columns", true);
 	char	   *comment = zdm_json_string(&st->ctx, op, "comment", false);
@@ -704,7 +694,6 @@ op_create_table(ExpandState *st, JsonbContainer *op)
 	int			ncols = JsonContainerSize(columns);
 	ListCell   *lc;
 
-	zdm_json_check_keys(&st->ctx, op, "create_table", keys, unsupported);
 	if (table_work(st, table, false) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
@@ -958,6 +947,38 @@ plan_json(ExpandState *st)
 
 /* ---------- zdm.expand ---------- */
 
+/* The operations zdm implements, and the keys each accepts. */
+typedef struct OpKind
+{
+	const char *name;
+	void		(*check) (ExpandState *st, JsonbContainer *op);
+	const char *const *keys;
+	const char *const *unsupported;
+} OpKind;
+
+static const char *const add_column_keys[] = {"table", "column", "up", NULL};
+static const char *const alter_column_keys[] = {"table", "column", "name", "type", "up", "down",
+"nullable", "check", "comment", "default", NULL};
+static const char *const alter_column_unsupported[] = {"unique", "references", NULL};
+static const char *const drop_column_keys[] = {"table", "column", "down", NULL};
+static const char *const create_table_keys[] = {"name", "columns", "comment", NULL};
+static const char *const create_table_unsupported[] = {"constraints", NULL};
+
+static const OpKind op_kinds[] = {
+	{"add_column", op_add_column, add_column_keys, NULL},
+	{"alter_column", op_alter_column, alter_column_keys, alter_column_unsupported},
+	{"drop_column", op_drop_column, drop_column_keys, NULL},
+	{"create_table", op_create_table, create_table_keys, create_table_unsupported},
+	{NULL}
+};
+
+/* pgroll's other operations: known, not implemented yet. */
+static const char *const op_unsupported[] = {
+	"drop_table", "rename_table", "rename_column", "create_index", "drop_index",
+	"create_constraint", "drop_constraint", "drop_multicolumn_constraint",
+	"rename_constraint", "sql", "set_replica_identity", NULL
+};
+
 static void
 expand_check_operations(ExpandState *st, JsonbContainer *ops)
 {
@@ -976,6 +997,7 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 		JsonbValue	key;
 		JsonbContainer *op;
 		JsonbValue *body;
+		const OpKind *kind;
 
 		st->ctx.opno = i + 1;
 		st->ctx.opname = NULL;
@@ -1001,32 +1023,29 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 					 errhint("Write the operation as {\"%s\": {...}}.", st->ctx.opname)));
 		op = body->val.binary.data;
 
-		if (strcmp(st->ctx.opname, "add_column") == 0)
-			op_add_column(st, op);
-		else if (strcmp(st->ctx.opname, "alter_column") == 0)
-			op_alter_column(st, op);
-		else if (strcmp(st->ctx.opname, "drop_column") == 0)
-			op_drop_column(st, op);
-		else if (strcmp(st->ctx.opname, "create_table") == 0)
-			op_create_table(st, op);
-		else if (strcmp(st->ctx.opname, "drop_table") == 0 || strcmp(st->ctx.opname, "rename_table") == 0 ||
-				 strcmp(st->ctx.opname, "rename_column") == 0 || strcmp(st->ctx.opname, "create_index") == 0 ||
-				 strcmp(st->ctx.opname, "drop_index") == 0 || strcmp(st->ctx.opname, "create_constraint") == 0 ||
-				 strcmp(st->ctx.opname, "drop_constraint") == 0 ||
-				 strcmp(st->ctx.opname, "drop_multicolumn_constraint") == 0 ||
-				 strcmp(st->ctx.opname, "rename_constraint") == 0 || strcmp(st->ctx.opname, "sql") == 0 ||
-				 strcmp(st->ctx.opname, "set_replica_identity") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("migration \"%s\": operation %d (%s) is not supported by zdm yet",
-							st->migration, i + 1, st->ctx.opname),
-					 errhint("zdm supports create_table, add_column, alter_column with a new \"name\", and drop_column.")));
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("migration \"%s\": operation %d has unknown kind \"%s\"",
-							st->migration, i + 1, st->ctx.opname),
-					 errhint("Known kinds are those of pgroll's format: create_table, add_column, alter_column, drop_column, ...")));
+		kind = NULL;
+		for (const OpKind *k = op_kinds; k->name != NULL; k++)
+			if (strcmp(st->ctx.opname, k->name) == 0)
+				kind = k;
+		if (kind != NULL)
+		{
+			/* Unknown keys first: a typo must not surface as "missing". */
+			zdm_json_check_keys(&st->ctx, op, NULL, kind->keys, kind->unsupported);
+			kind->check(st, op);
+			continue;
+		}
+		for (const char *const *u = op_unsupported; *u != NULL; u++)
+			if (strcmp(st->ctx.opname, *u) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("migration \"%s\": operation %d (%s) is not supported by zdm yet",
+								st->migration, i + 1, st->ctx.opname),
+						 errhint("zdm supports create_table, add_column, alter_column with a new \"name\", and drop_column.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": operation %d has unknown kind \"%s\"",
+						st->migration, i + 1, st->ctx.opname),
+				 errhint("Known kinds are those of pgroll's format: create_table, add_column, alter_column, drop_column, ...")));
 	}
 	st->ctx.opno = 0;
 	st->ctx.opname = NULL;
@@ -1157,7 +1176,7 @@ zdm_expand(PG_FUNCTION_ARGS)
 	}
 
 	/* 2. checking: the whole migration, before any change */
-	zdm_json_check_keys(&st.ctx, &definition->root, "the definition", top_keys, NULL);
+	zdm_json_check_keys(&st.ctx, &definition->root, NULL, top_keys, NULL);
 	st.schema = zdm_json_string(&st.ctx, &definition->root, "schema", false);
 	if (st.schema && !OidIsValid(get_namespace_oid(st.schema, true)))
 		ereport(ERROR,

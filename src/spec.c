@@ -177,7 +177,9 @@ name_in(const char *name, const char *const *list)
 
 /*
  * Refuse keys zdm does not know (likely typos) and keys of pgroll's format
- * that zdm does not implement yet, naming the key either way.
+ * that zdm does not implement yet, naming the key either way.  what names
+ * the object within the current operation ("\"column\""), or is NULL for
+ * the operation itself.
  */
 void
 zdm_json_check_keys(ZdmSpecCtx *ctx, JsonbContainer *obj, const char *what,
@@ -199,13 +201,15 @@ zdm_json_check_keys(ZdmSpecCtx *ctx, JsonbContainer *obj, const char *what,
 		if (name_in(key, unsupported))
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("migration \"%s\": \"%s\" in %s of %s is not supported by zdm yet",
-							ctx->migration, key, what, spec_where(ctx)),
+					 errmsg("migration \"%s\": \"%s\" in %s%s%s is not supported by zdm yet",
+							ctx->migration, key, what ? what : "", what ? " of " : "",
+							spec_where(ctx)),
 					 errhint("Leave \"%s\" out and apply it in a migration of its own, or with plain SQL.", key)));
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("migration \"%s\": unknown key \"%s\" in %s of %s",
-						ctx->migration, key, what, spec_where(ctx)),
+				 errmsg("migration \"%s\": unknown key \"%s\" in %s%s%s",
+						ctx->migration, key, what ? what : "", what ? " of " : "",
+						spec_where(ctx)),
 				 errhint("Check the spelling against pgroll's migration format.")));
 	}
 }
