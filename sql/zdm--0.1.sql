@@ -143,10 +143,12 @@ SELECT m.name,
        END AS percent,
        m.batches,
        CASE
+           -- over the backfill so far; unknown until it has run 10 ms
            WHEN m.backfill_started_at IS NOT NULL AND m.rows_backfilled > 0
+                AND coalesce(m.backfilled_at, m.updated_at) - m.backfill_started_at >= interval '10 ms'
                THEN round((m.rows_backfilled
-                      / greatest(extract(epoch FROM coalesce(m.backfilled_at, m.updated_at)
-                                               - m.backfill_started_at), 0.001))::numeric, 1)
+                      / extract(epoch FROM coalesce(m.backfilled_at, m.updated_at)
+                                           - m.backfill_started_at))::numeric, 1)
        END AS rows_per_sec,
        m.expanded_at,
        m.backfilled_at,

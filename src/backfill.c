@@ -242,7 +242,7 @@ write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows)
 	rc = SPI_execute_with_args("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
 							   " rows_backfilled = rows_backfilled + $4,"
 							   " batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
-							   " updated_at = now() WHERE name = $1",
+							   " updated_at = clock_timestamp() WHERE name = $1",
 							   4, types, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: could not write backfill checkpoint: %s", SPI_result_code_string(rc));

@@ -102,7 +102,7 @@ zdm_migration_set_phase(const char *name, const char *phase, const char *error)
 
 	spi_exec_text("UPDATE zdm.migrations SET phase = $2, updated_at = now(),"
 				  "  last_error = $3,"
-				  "  backfilled_at = CASE WHEN $2 = 'backfilled' THEN now() ELSE backfilled_at END,"
+				  "  backfilled_at = CASE WHEN $2 = 'backfilled' THEN clock_timestamp() ELSE backfilled_at END,"
 				  "  contracted_at = CASE WHEN $2 = 'contracted' THEN now() ELSE contracted_at END,"
 				  "  rolled_back_at = CASE WHEN $2 = 'rolled_back' THEN now() ELSE rolled_back_at END"
 				  " WHERE name = $1",

@@ -23,7 +23,10 @@
  *	UPDATE: a column counts as written when the statement's SET list names
  *	it (tg_updatedcols) and its value changed.  New column written: it
  *	wins, old := down(row), even when the statement also wrote the old
- *	one.  Otherwise, when a column up reads was written: new := up(row).
+ *	one.  Otherwise, when a column up reads was written, or the new column
+ *	is NULL (a row the backfill has not reached: any update converts it,
+ *	so a NOT NULL promise on the new column never fails an old client's
+ *	update of another column): new := up(row).
  *	Otherwise, when a column down reads was written and the old column was
  *	not: old := down(row).
  *
@@ -365,7 +368,8 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 				if (new_written && r->down)
 					apply(state, r->down, r->old_att, replaced);
 				else if (r->up && !new_written &&
-						 any_written(td, tuple, r->n_up_deps, r->up_deps))
+						 (slot->tts_isnull[r->new_att - 1] ||
+						  any_written(td, tuple, r->n_up_deps, r->up_deps)))
 					apply(state, r->up, r->new_att, replaced);
 				else if (r->down && !written(td, tuple, r->old_att) &&
 						 any_written(td, tuple, r->n_down_deps, r->down_deps))
