@@ -277,4 +277,7 @@ if [ "$v3_errors" != 0 ] || [ "$v4_errors" != 0 ]; then
 fi
 [ "$final_null" = 0 ] || die "$final_null rows without status_enum after contract"
 [ "$v3_total" -gt 0 ] && [ "$v4_total" -gt 0 ] || die "a client committed nothing"
+as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+server_started=
+say "cluster stopped (its log: $DIR/server.log)"
 say "demo passed"
