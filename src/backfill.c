@@ -107,6 +107,18 @@ key_list(PlanTable *pt, const char *prefix, const char *suffix)
 	return buf.data;
 }
 
+/* A key as "a, b", for messages. */
+static char *
+key_text(PlanTable *pt, char **key)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int k = 0; k < pt->nkeys; k++)
+		appendStringInfo(&buf, "%s%s", k > 0 ? ", " : "", key[k]);
+	return buf.data;
+}
+
 /* "ROW($1::t1, $2::t2)" with parameters numbered from first. */
 static char *
 key_params(PlanTable *pt, int first)
@@ -129,6 +141,7 @@ key_params(PlanTable *pt, int first)
 static int64
 backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int batch)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	char	   *keys = key_list(pt, "", "");
 	char	   *lower = *last ? psprintf("ROW(%s) > %s", keys, key_params(pt, 1)) : pstrdup("true");
 	Oid		   *types = palloc(sizeof(Oid) * pt->nkeys * 2);
@@ -158,7 +171,8 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 						 keys, pt->relation, lower, keys, batch, key_list(pt, "s.", " DESC"));
 		sql = s.data;
 	}
-	rc = SPI_execute_with_args(sql, nparams, types, values, NULL, true, 0);
+	/* Not read-only: a fresh snapshot sees what earlier batches did. */
+	rc = SPI_execute_with_args(sql, nparams, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "zdm: backfill range query failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -180,11 +194,24 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 	{
 		rc = SPI_execute_with_args(sql, nparams + pt->nkeys, types, values, NULL, false, 0);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		zdm_backfill_bypass = false;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("migration \"%s\": backfill of table \"%s\" failed for keys up to (%s): %s",
+						migration, pt->table, key_text(pt, upper), edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 errhint("Fix the offending row and call zdm.backfill('%s') again, or roll the migration back "
+						 "with zdm.rollback('%s') and expand a corrected one.", migration, migration)));
 	}
 	PG_END_TRY();
+	zdm_backfill_bypass = false;
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: backfill update failed: %s", SPI_result_code_string(rc));
 
@@ -202,7 +229,7 @@ read_checkpoint(const char *name, int *table, char ***key, int *nkey)
 	Datum		d;
 
 	SPI_execute_with_args("SELECT backfill_table, backfill_key FROM zdm.migrations WHERE name = $1",
-						  1, types, values, NULL, true, 1);
+						  1, types, values, NULL, false, 1);
 	*table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	*key = NULL;
@@ -377,7 +404,7 @@ zdm_verify_migration(const char *name, Jsonb *plan)
 
 		if (pt->verify == NULL)
 			continue;
-		rc = SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", pt->relation, pt->verify), true, 0);
+		rc = SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", pt->relation, pt->verify), false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "zdm: verify query failed: %s", SPI_result_code_string(rc));
 		total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
