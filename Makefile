@@ -4,14 +4,14 @@ EXTENSION   = zdm
 MODULE_big  = zdm
 OBJS        = src/zdm.o src/spec.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
-              src/contract.o
+              src/contract.o src/control.o src/worker.o src/throttle.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.
 DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
-REGRESS     = setup expand add_column alter_column drop_column create_table \
+REGRESS     = setup upgrade expand add_column alter_column drop_column create_table \
               trigger backfill contract rollback errors
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
 

@@ -28,10 +28,13 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(zdm_backfill);
 PG_FUNCTION_INFO_V1(zdm_backfill_all);
 PG_FUNCTION_INFO_V1(zdm_verify);
+
+char	   *zdm_backfill_failed_key = NULL;
 
 /* One table of the plan, as backfill and verify need it. */
 typedef struct PlanTable
@@ -202,6 +205,10 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		/* The worker records it; with batch 1 it is the offending row's key. */
+		if (zdm_backfill_failed_key)
+			pfree(zdm_backfill_failed_key);
+		zdm_backfill_failed_key = MemoryContextStrdup(TopMemoryContext, key_text(pt, upper));
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("migration \"%s\": backfill of table \"%s\" failed for keys up to (%s): %s",
@@ -219,18 +226,26 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 	return rows;
 }
 
-/* The checkpoint of a migration: table index and last key. */
+/*
+ * The checkpoint of a migration: table index and last key; *since_ms gets
+ * the time since the previous batch ended (-1: none yet, or long ago).
+ */
 static void
-read_checkpoint(const char *name, int *table, char ***key, int *nkey)
+read_checkpoint(const char *name, int *table, char ***key, int *nkey, double *since_ms)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	bool		isnull;
 	Datum		d;
 
-	SPI_execute_with_args("SELECT backfill_table, backfill_key FROM zdm.migrations WHERE name = $1",
+	SPI_execute_with_args("SELECT backfill_table, backfill_key,"
+						  "  CASE WHEN batches > 0 AND clock_timestamp() - updated_at < interval '60 s'"
+						  "       THEN extract(epoch FROM clock_timestamp() - updated_at)::float8 * 1000"
+						  "       ELSE -1 END"
+						  "  FROM zdm.migrations WHERE name = $1",
 						  1, types, values, NULL, false, 1);
 	*table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*since_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	*key = NULL;
 	*nkey = 0;
@@ -247,12 +262,18 @@ read_checkpoint(const char *name, int *table, char ***key, int *nkey)
 	}
 }
 
+/*
+ * Move the checkpoint, in the batch's transaction.  rate is this batch's
+ * rows per second of wall-clock time (0: no sample); the status shows a
+ * moving average of it.
+ */
 static void
-write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows)
+write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows,
+				 double batch_ms, double rate)
 {
-	Oid			types[4] = {TEXTOID, INT4OID, TEXTARRAYOID, INT8OID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', key ? ' ' : 'n', ' '};
+	Oid			types[6] = {TEXTOID, INT4OID, TEXTARRAYOID, INT8OID, FLOAT8OID, FLOAT8OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', key ? ' ' : 'n', ' ', ' ', ' '};
 	int			rc;
 
 	values[0] = CStringGetTextDatum(name);
@@ -266,11 +287,17 @@ write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows)
 		values[2] = PointerGetDatum(construct_array(elems, nkey, TEXTOID, -1, false, TYPALIGN_INT));
 	}
 	values[3] = Int64GetDatum(rows);
+	values[4] = Float8GetDatum(batch_ms);
+	values[5] = Float8GetDatum(rate);
 	rc = SPI_execute_with_args("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
 							   " rows_backfilled = rows_backfilled + $4,"
 							   " batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
+							   " last_batch_ms = CASE WHEN $4 > 0 THEN $5 ELSE last_batch_ms END,"
+							   " recent_rows_per_sec = CASE WHEN $6 <= 0 THEN recent_rows_per_sec"
+							   "   WHEN recent_rows_per_sec IS NULL THEN $6"
+							   "   ELSE 0.8 * recent_rows_per_sec + 0.2 * $6 END,"
 							   " updated_at = clock_timestamp() WHERE name = $1",
-							   4, types, values, nulls, false, 0);
+							   6, types, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: could not write backfill checkpoint: %s", SPI_result_code_string(rc));
 }
@@ -286,9 +313,12 @@ check_batch(const char *name, int32 batch)
 				 errhint("Batches of 1000 to 10000 rows keep each transaction short.")));
 }
 
-/* One batch of one migration; 0 when it is (now) backfilled. */
-static int64
-backfill_one(const char *name, int32 batch)
+/*
+ * One batch of one migration; 0 when it is (now) backfilled.  Used by
+ * zdm.backfill() and by the background worker alike.
+ */
+int64
+zdm_backfill_batch(const char *name, int32 batch)
 {
 	ZdmMigration m;
 	List	   *tables;
@@ -297,6 +327,8 @@ backfill_one(const char *name, int32 batch)
 	char	  **key;
 	int64		rows = 0;
 	int			level;
+	double		since_ms;
+	TimestampTz start = GetCurrentTimestamp();
 
 	zdm_require_migration(name, &m, true);
 	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
@@ -307,19 +339,21 @@ backfill_one(const char *name, int32 batch)
 				 errhint("Backfill runs between zdm.expand() and zdm.contract().")));
 	if (strcmp(m.phase, "backfilled") == 0)
 		return 0;
-	if (strcmp(m.phase, "expanded") == 0)
+	/* A failed backfill resumes where it stopped once called again. */
+	if (strcmp(m.phase, "expanded") == 0 || strcmp(m.phase, "failed") == 0)
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
 		SPI_execute_with_args("UPDATE zdm.migrations SET phase = 'backfilling',"
-							  " backfill_started_at = clock_timestamp(), updated_at = now(), last_error = NULL"
+							  " backfill_started_at = coalesce(backfill_started_at, clock_timestamp()),"
+							  " updated_at = clock_timestamp(), last_error = NULL, failed_key = NULL"
 							  " WHERE name = $1", 1, types, values, NULL, false, 0);
 		zdm_log_event(name, "phase", "backfilling", NULL, NULL, -1, NULL);
 	}
 
 	tables = plan_tables(name, m.plan);
-	read_checkpoint(name, &idx, &key, &nkey);
+	read_checkpoint(name, &idx, &key, &nkey, &since_ms);
 	level = zdm_search_path_push(plan_search_path(name, m.plan));
 	while (idx < list_length(tables))
 	{
@@ -329,7 +363,15 @@ backfill_one(const char *name, int32 batch)
 			rows = backfill_table_batch(name, pt, &key, batch);
 		if (rows > 0)
 		{
-			write_checkpoint(name, idx, key, pt->nkeys, rows);
+			double		batch_ms = zdm_ms_since(start);
+
+			/*
+			 * Wall-clock rate: since the previous batch ended, when there was
+			 * one shortly before (pauses between batches count), else this
+			 * batch alone.
+			 */
+			write_checkpoint(name, idx, key, pt->nkeys, rows, batch_ms,
+							 rows * 1000.0 / Max((since_ms > 0 ? since_ms : 0) + batch_ms, 0.001));
 			break;
 		}
 		idx++;
@@ -339,7 +381,7 @@ backfill_one(const char *name, int32 batch)
 
 	if (rows == 0)
 	{
-		write_checkpoint(name, idx, NULL, 0, 0);
+		write_checkpoint(name, idx, NULL, 0, 0, 0, 0);
 		zdm_migration_set_phase(name, "backfilled", NULL);
 	}
 	return rows;
@@ -361,7 +403,7 @@ zdm_backfill(PG_FUNCTION_ARGS)
 	zdm_check_name(name, "zdm.backfill");
 	check_batch(name, batch);
 	SPI_connect();
-	rows = backfill_one(name, batch);
+	rows = zdm_backfill_batch(name, batch);
 	SPI_finish();
 	PG_RETURN_INT64(rows);
 }
@@ -382,7 +424,7 @@ zdm_backfill_all(PG_FUNCTION_ARGS)
 	for (uint64 i = 0; i < SPI_processed; i++)
 		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	foreach(lc, names)
-		total += backfill_one(lfirst(lc), batch);
+		total += zdm_backfill_batch(lfirst(lc), batch);
 	SPI_finish();
 	PG_RETURN_INT64(total);
 }

@@ -54,8 +54,7 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	sql = psprintf("SELECT phase, definition, plan,"
-				   "       coalesce(expand_xid = pg_catalog.pg_current_xact_id_if_assigned(), false)"
+	sql = psprintf("SELECT phase, definition, plan"
 				   "  FROM zdm.migrations WHERE name = $1%s",
 				   for_update ? " FOR UPDATE" : "");
 	spi_exec_text(sql, 1, args, for_update ? SPI_OK_SELECT : SPI_OK_SELECT);
@@ -68,7 +67,7 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	m->phase = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	m->definition = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
 	m->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
-	m->expanded_here = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	m->expanded_here = zdm_expanded_here(name);
 	return true;
 }
 
@@ -110,7 +109,20 @@ zdm_migration_set_phase(const char *name, const char *phase, const char *error)
 	zdm_log_event(name, "phase", phase, NULL, NULL, -1, error);
 }
 
-/* Append one event to zdm.migration_log. */
+/* The worker flags of a migration. */
+void
+zdm_worker_flags(const char *name, bool *requested, bool *paused)
+{
+	const char *args[1] = {name};
+	bool		isnull;
+
+	spi_exec_text("SELECT worker_requested, paused FROM zdm.migrations WHERE name = $1",
+				  1, args, SPI_OK_SELECT);
+	*requested = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
+
+/* Append one event to zdm.migration_log; phase changes are also NOTIFYed. */
 void
 zdm_log_event(const char *migration, const char *event, const char *phase,
 			  const char *statement, const ZdmLockStats *lock,
@@ -140,4 +152,9 @@ zdm_log_event(const char *migration, const char *event, const char *phase,
 				  " (migration, event, phase, statement, lock_wait_ms, duration_ms, attempts, detail)"
 				  " VALUES ($1, $2, $3, $4, $5::float8, $6::float8, $7::int, $8)",
 				  8, args, SPI_OK_INSERT);
+	/* LISTEN zdm: {"migration": ..., "phase": ...} at every phase change */
+	if (strcmp(event, "phase") == 0)
+		spi_exec_text("SELECT pg_catalog.pg_notify('zdm', pg_catalog.json_build_object("
+					  "'migration', $1, 'phase', $2, 'error', $3)::text)",
+					  3, (const char *[]) {migration, phase, detail}, SPI_OK_SELECT);
 }

@@ -1112,6 +1112,7 @@ expand_save_state(ExpandState *st, Jsonb *definition)
 		elog(ERROR, "zdm: could not record migration \"%s\": %s", st->migration,
 			 SPI_result_code_string(rc));
 	zdm_log_event(st->migration, "phase", "expanded", NULL, NULL, -1, NULL);
+	zdm_note_expanded(st->migration);
 }
 
 Datum

@@ -5,23 +5,46 @@
  *
  * zdm works without shared_preload_libraries: the library is loaded by the
  * first call of one of its functions (or by the dual-write trigger), and
- * _PG_init defines the GUCs then.  Every GUC lives under the reserved
- * prefix "zdm.".
+ * _PG_init defines the GUCs then.  Loaded by shared_preload_libraries, it
+ * also registers the launcher (worker.c), which resumes backfills after a
+ * restart with no one calling anything.  Every GUC lives under the
+ * reserved prefix "zdm.".
  *
  *-------------------------------------------------------------------------
  */
 #include "zdm.h"
 
+#include <limits.h>
+
 #include "access/xact.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
 
+/*
+ * Names of the migrations expanded by the current transaction: contract
+ * refuses them.  Kept in memory, not as a stored xid, which would mean
+ * nothing after pg_dump and restore into another cluster.
+ */
+List	   *zdm_expanded_in_xact = NIL;
+
 int			zdm_lock_timeout_ms = 200;
 int			zdm_lock_budget_ms = 30000;
 int			zdm_lock_backoff_max_ms = 2000;
+int			zdm_batch_size = 1000;
+int			zdm_batch_size_max = 100000;
+int			zdm_batch_time_ms = 200;
+double		zdm_sleep_ratio = 0.1;
+int			zdm_throttle_replica_lag_ms = 1500;
+int			zdm_throttle_xact_age_s = 600;
+int			zdm_throttle_lock_waiters = 1;
+char	   *zdm_throttle_query = NULL;
+int			zdm_throttle_interval_ms = 1000;
+int			zdm_launcher_naptime_s = 10;
 
 void		_PG_init(void);
 
@@ -34,7 +57,32 @@ zdm_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT ||
 		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+	{
 		zdm_backfill_bypass = false;
+		zdm_expanded_in_xact = NIL;	/* lived in TopTransactionContext */
+	}
+}
+
+/* Remember that this transaction expanded a migration. */
+void
+zdm_note_expanded(const char *name)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	zdm_expanded_in_xact = lappend(zdm_expanded_in_xact, pstrdup(name));
+	MemoryContextSwitchTo(old);
+}
+
+/* Did this transaction expand the migration? */
+bool
+zdm_expanded_here(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, zdm_expanded_in_xact)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
 }
 
 void
@@ -65,7 +113,91 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("zdm.batch_size",
+							"Rows in the background worker's first batch of a migration.",
+							"The worker then tunes the size towards zdm.batch_time.",
+							&zdm_batch_size,
+							1000, 1, 10000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.batch_size_max",
+							"Largest batch the background worker tunes a migration to.",
+							NULL,
+							&zdm_batch_size_max,
+							100000, 1, 10000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.batch_time",
+							"Target duration of one backfill batch.",
+							"Short batches hold row locks briefly; the worker grows or "
+							"shrinks batches to stay near this time.",
+							&zdm_batch_time_ms,
+							200, 1, 60000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("zdm.sleep_ratio",
+							 "Pause after each backfill batch, as a multiple of the batch's duration.",
+							 "0.1 lets the worker use at most about 90% of one CPU; 1 about half.",
+							 &zdm_sleep_ratio,
+							 0.1, 0.0, 100.0,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.throttle_replica_lag",
+							"Pause the backfill while a standby's replay lag exceeds this (-1: never).",
+							NULL,
+							&zdm_throttle_replica_lag_ms,
+							1500, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.throttle_xact_age",
+							"Pause the backfill while a transaction older than this holds back the xmin horizon (-1: never).",
+							"Rows the backfill rewrites cannot be vacuumed while such a transaction lasts.",
+							&zdm_throttle_xact_age_s,
+							600, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.throttle_lock_waiters",
+							"Pause the backfill while at least this many sessions wait for locks on its tables (0: never).",
+							NULL,
+							&zdm_throttle_lock_waiters,
+							1, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("zdm.throttle_query",
+							   "A query run before each backfill batch; the backfill pauses while it returns true.",
+							   "Example: SELECT count(*) > 50 FROM pg_stat_activity WHERE state = 'active'.",
+							   &zdm_throttle_query,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.throttle_interval",
+							"How often a throttled backfill checks its signals again.",
+							NULL,
+							&zdm_throttle_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.launcher_naptime",
+							"How often the launcher looks for migrations to backfill (needs shared_preload_libraries).",
+							NULL,
+							&zdm_launcher_naptime_s,
+							10, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("zdm");
+
+	if (process_shared_preload_libraries_in_progress)
+		zdm_worker_register_launcher();
 
 	RegisterXactCallback(zdm_xact_callback, NULL);
 	zdm_trigger_init();

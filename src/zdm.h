@@ -31,6 +31,16 @@
 extern int	zdm_lock_timeout_ms;
 extern int	zdm_lock_budget_ms;
 extern int	zdm_lock_backoff_max_ms;
+extern int	zdm_batch_size;
+extern int	zdm_batch_size_max;
+extern int	zdm_batch_time_ms;
+extern double zdm_sleep_ratio;
+extern int	zdm_throttle_replica_lag_ms;
+extern int	zdm_throttle_xact_age_s;
+extern int	zdm_throttle_lock_waiters;
+extern char *zdm_throttle_query;
+extern int	zdm_throttle_interval_ms;
+extern int	zdm_launcher_naptime_s;
 
 /* ---- spec.c: reading a migration's JSON ---- */
 
@@ -107,17 +117,34 @@ extern void zdm_log_event(const char *migration, const char *event,
 						  const ZdmLockStats *lock, double duration_ms,
 						  const char *detail);
 extern void zdm_check_name(const char *name, const char *func);
+extern void zdm_worker_flags(const char *name, bool *requested, bool *paused);
 extern void zdm_require_migration(const char *name, ZdmMigration *m,
 								  bool for_update);
 
 /* ---- backfill.c ---- */
 
 extern bool zdm_backfill_bypass;
+extern char *zdm_backfill_failed_key;
+extern int64 zdm_backfill_batch(const char *name, int32 batch);
 extern int64 zdm_verify_migration(const char *name, Jsonb *plan);
+
+/* ---- worker.c: the background worker and its launcher ---- */
+
+extern void zdm_worker_register_launcher(void);
+extern bool zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report);
+
+/* ---- throttle.c: health signals read between batches ---- */
+
+extern char *zdm_throttle_reason(const char *name, Jsonb *plan);
 
 /* ---- trigger.c ---- */
 
 extern void zdm_trigger_init(void);
+
+/* ---- zdm.c ---- */
+extern List *zdm_expanded_in_xact;
+extern void zdm_note_expanded(const char *name);
+extern bool zdm_expanded_here(const char *name);
 
 /* ---- timing ---- */
 extern double zdm_ms_since(TimestampTz start);

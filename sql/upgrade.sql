@@ -1,0 +1,41 @@
+--
+-- upgrade: every version installs, and each upgrades to the next.
+--
+DROP EXTENSION zdm;
+CREATE EXTENSION zdm VERSION '0.1';
+SELECT extversion FROM pg_extension WHERE extname = 'zdm';
+SELECT count(*) AS functions_in_0_1 FROM pg_proc WHERE pronamespace = 'zdm'::regnamespace;
+
+-- State written under 0.1 survives the upgrade.
+CREATE TABLE up_t (id int PRIMARY KEY, a text);
+INSERT INTO up_t VALUES (1, 'x');
+SELECT zdm.expand('up_1', '{"operations": [{"alter_column": {"table": "up_t", "column": "a", "name": "b"}}]}');
+ALTER EXTENSION zdm UPDATE TO '0.2';
+SELECT extversion FROM pg_extension WHERE extname = 'zdm';
+SELECT name, phase, worker, paused, batch_size FROM zdm.status;
+SELECT zdm.backfill('up_1');
+SELECT zdm.backfill('up_1');
+SELECT zdm.rollback('up_1');
+DROP TABLE up_t;
+
+-- A fresh install of the default version has the same objects as the upgrade.
+CREATE TEMP TABLE upgraded AS
+SELECT pg_describe_object(classid, objid, objsubid) AS object
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'zdm');
+DROP EXTENSION zdm;
+CREATE EXTENSION zdm;
+SELECT extversion FROM pg_extension WHERE extname = 'zdm';
+CREATE TEMP TABLE fresh AS
+SELECT pg_describe_object(classid, objid, objsubid) AS object
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'zdm');
+(SELECT 'only upgraded' AS side, object FROM upgraded EXCEPT SELECT 'only upgraded', object FROM fresh)
+UNION ALL
+(SELECT 'only fresh', object FROM fresh EXCEPT SELECT 'only fresh', object FROM upgraded);
+SELECT count(*) AS objects FROM fresh;
+-- The columns of the state table match too.
+SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+ WHERE attrelid = 'zdm.migrations'::regclass AND attnum > 0 AND NOT attisdropped;

@@ -1,0 +1,140 @@
+/*-------------------------------------------------------------------------
+ *
+ * throttle.c
+ *	  Health signals the background backfill reads before each batch.
+ *
+ * The backfill must not be noticed by live traffic, so before every batch
+ * the worker asks the server how it is doing, gh-ost style: any one signal
+ * over its threshold pauses the backfill (for zdm.throttle_interval), and
+ * the reason is shown in zdm.status.throttle_reason.
+ *
+ *	- replica lag: a standby whose write, flush or replay lag exceeds
+ *	  zdm.throttle_replica_lag would fall further behind;
+ *	- lock waiters: sessions waiting for a lock on one of the migration's
+ *	  tables (or their partitions) are already stuck, do not add to it;
+ *	- xmin horizon: while a transaction older than zdm.throttle_xact_age is
+ *	  open, the row versions every batch leaves behind cannot be vacuumed;
+ *	- zdm.throttle_query: anything else the DBA can express in SQL.
+ *
+ * The signals are read as the worker's own (superuser) role, so that
+ * pg_stat_replication and pg_stat_activity show everything.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+/* First column of the first row of a query, or (Datum) 0 with *isnull. */
+static Datum
+query_value(const char *sql, int nargs, Oid *types, Datum *values, bool *isnull)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "zdm: throttle query failed: %s", SPI_result_code_string(rc));
+	*isnull = true;
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+/*
+ * Run zdm.throttle_query in a subtransaction: a broken query throttles
+ * (and says why) instead of failing the migration.
+ */
+static char *
+user_throttle(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *reason = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			rc = SPI_execute(zdm_throttle_query, true, 1);
+		bool		isnull = true;
+
+		if (rc == SPI_OK_SELECT && SPI_processed > 0 &&
+			SPI_tuptable->tupdesc->natts >= 1 &&
+			SPI_gettypeid(SPI_tuptable->tupdesc, 1) == BOOLOID)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull && DatumGetBool(d))
+				reason = pstrdup("zdm.throttle_query returned true");
+		}
+		else
+			reason = pstrdup("zdm.throttle_query must return one boolean");
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		reason = psprintf("zdm.throttle_query failed: %s", edata->message);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return reason;
+}
+
+/* Why the backfill of a migration should wait now, or NULL to go on. */
+char *
+zdm_throttle_reason(const char *name, Jsonb *plan)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (zdm_throttle_replica_lag_ms >= 0)
+	{
+		d = query_value("SELECT (extract(epoch FROM max(greatest(write_lag, flush_lag, replay_lag))) * 1000)::float8"
+						"  FROM pg_catalog.pg_stat_replication", 0, NULL, NULL, &isnull);
+		if (!isnull && DatumGetFloat8(d) > zdm_throttle_replica_lag_ms)
+			return psprintf("replica lag %.0f ms exceeds zdm.throttle_replica_lag (%d ms)",
+							DatumGetFloat8(d), zdm_throttle_replica_lag_ms);
+	}
+
+	if (zdm_throttle_lock_waiters > 0)
+	{
+		Oid			types[1] = {JSONBOID};
+		Datum		values[1] = {JsonbPGetDatum(plan)};
+
+		d = query_value("SELECT count(DISTINCT l.pid)::int8 FROM pg_catalog.pg_locks l"
+						" WHERE NOT l.granted AND l.relation IN ("
+						"   SELECT p.relid FROM jsonb_array_elements($1->'tables') t,"
+						"        pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t->>'relation')) p)",
+						1, types, values, &isnull);
+		if (!isnull && DatumGetInt64(d) >= zdm_throttle_lock_waiters)
+			return psprintf(INT64_FORMAT " session(s) wait for locks on the migration's tables",
+							DatumGetInt64(d));
+	}
+
+	if (zdm_throttle_xact_age_s >= 0)
+	{
+		d = query_value("SELECT extract(epoch FROM now() - min(xact_start))::float8"
+						"  FROM pg_catalog.pg_stat_activity"
+						" WHERE backend_xmin IS NOT NULL AND backend_type = 'client backend'"
+						"   AND pid <> pg_catalog.pg_backend_pid()",
+						0, NULL, NULL, &isnull);
+		if (!isnull && DatumGetFloat8(d) > zdm_throttle_xact_age_s)
+			return psprintf("a transaction open for %.0f s holds back the xmin horizon (zdm.throttle_xact_age %d s)",
+							DatumGetFloat8(d), zdm_throttle_xact_age_s);
+	}
+
+	if (zdm_throttle_query != NULL && zdm_throttle_query[0] != '\0')
+		return user_throttle();
+	return NULL;
+}

@@ -1,0 +1,524 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background backfill: one worker per database, and a launcher.
+ *
+ * A backfill worker serves one database.  It loops over the migrations
+ * whose backfill was handed to it (zdm.start_backfill), oldest-served
+ * first, one batch at a time, each batch in its own transaction:
+ *
+ *	1. read the health signals (throttle.c); if one is over its threshold,
+ *	   record why and wait;
+ *	2. run one batch (backfill.c) as the role that started the backfill,
+ *	   so a migration's expressions never run with more rights than the
+ *	   role that wrote them;
+ *	3. tune the batch size towards zdm.batch_time from a moving average of
+ *	   the time per row (+10% / -20% at most per batch, as GitLab's
+ *	   batched migrations do), then sleep zdm.sleep_ratio times the batch's
+ *	   duration, longer if the migration has a rate limit.
+ *
+ * A batch that fails is retried with half as many rows, down to one; a
+ * single row that still fails is the offending row: the migration goes to
+ * phase "failed" with the error and that row's key, and the worker moves
+ * on.  Transient errors (lock timeouts, deadlocks, cancellation) are just
+ * retried.  When no migration needs it, the worker exits.
+ *
+ * Only one worker runs per database: each holds a session advisory lock
+ * (zdm's key space, sub-key 3).  A new worker that cannot get it exits;
+ * an exiting worker releases it and then looks once more for work, so a
+ * request committed while it was deciding to leave is never lost.
+ *
+ * zdm.start_backfill starts a worker as a dynamic background worker; it
+ * first waits for the requesting transaction to end, so it starts work
+ * only once that has committed, and a rollback cancels the request.  With
+ * shared_preload_libraries = 'zdm', the launcher (a static worker) starts
+ * a worker for every database every zdm.launcher_naptime, which resumes
+ * requested backfills after a restart or a crash with no one calling.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include <math.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+PGDLLEXPORT void zdm_worker_main(Datum arg);
+PGDLLEXPORT void zdm_launcher_main(Datum arg);
+
+/* What the worker knows about one migration between batches. */
+typedef struct WorkItem
+{
+	char	   *name;
+	Oid			role;
+	int			batch_size;
+	int			batch_time_ms;
+	int			max_rows_per_sec;
+	double		sleep_ratio;
+	Jsonb	   *plan;
+} WorkItem;
+
+/* Moving average of the time per row, per migration, kept by the worker. */
+typedef struct RowCost
+{
+	char		name[NAMEDATALEN * 2];
+	double		ms_per_row;
+} RowCost;
+
+static List *row_costs = NIL;
+
+static RowCost *
+row_cost(const char *name)
+{
+	ListCell   *lc;
+	RowCost    *rc;
+	MemoryContext old;
+
+	foreach(lc, row_costs)
+	{
+		rc = lfirst(lc);
+		if (strncmp(rc->name, name, sizeof(rc->name) - 1) == 0)
+			return rc;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	rc = palloc0(sizeof(RowCost));
+	strlcpy(rc->name, name, sizeof(rc->name));
+	rc->ms_per_row = -1;
+	row_costs = lappend(row_costs, rc);
+	MemoryContextSwitchTo(old);
+	return rc;
+}
+
+/* ---------- starting workers ---------- */
+
+/*
+ * Start the backfill worker of a database.  wait_xid: the transaction
+ * whose end it waits for before working.  report: raise an error when no
+ * worker slot is free (else just return false).
+ */
+bool
+zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report)
+{
+	BackgroundWorker w;
+	BackgroundWorkerHandle *handle;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "zdm");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "zdm_worker_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "zdm backfill worker for database %u", dboid);
+	snprintf(w.bgw_type, BGW_MAXLEN, "zdm backfill");
+	w.bgw_main_arg = ObjectIdGetDatum(dboid);
+	memcpy(w.bgw_extra, &wait_xid, sizeof(TransactionId));
+
+	if (RegisterDynamicBackgroundWorker(&w, &handle))
+		return true;
+	if (report)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start the zdm backfill worker: no background worker slot is free"),
+				 errhint("Raise max_worker_processes (a restart is needed), or run SELECT zdm.backfill(name) in a loop.")));
+	return false;
+}
+
+/* ---------- the worker ---------- */
+
+static LOCKTAG
+worker_locktag(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, 0, 3);
+	return tag;
+}
+
+/* The next migration to serve, or NULL.  Runs in a transaction with SPI. */
+static WorkItem *
+next_item(MemoryContext cxt)
+{
+	WorkItem   *item;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	MemoryContext old;
+
+	if (!OidIsValid(get_extension_oid("zdm", true)))
+		return NULL;
+	SPI_execute("SELECT name, coalesce(worker_role, 10), batch_size, batch_time_ms, max_rows_per_sec,"
+				"       sleep_ratio, plan"
+				"  FROM zdm.migrations"
+				" WHERE worker_requested AND NOT paused AND phase IN ('expanded', 'backfilling')"
+				" ORDER BY updated_at, name LIMIT 1", false, 1);
+	if (SPI_processed == 0)
+		return NULL;
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(cxt);
+	item = palloc0(sizeof(WorkItem));
+	item->name = SPI_getvalue(tup, desc, 1);
+	item->role = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	/* A setting of the migration's own, else the GUC. */
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	item->batch_size = isnull ? zdm_batch_size : DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	item->batch_time_ms = isnull ? zdm_batch_time_ms : DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	item->max_rows_per_sec = isnull ? 0 : DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	item->sleep_ratio = isnull ? zdm_sleep_ratio : DatumGetFloat4(d);
+	item->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+	MemoryContextSwitchTo(old);
+	return item;
+}
+
+/* Write what the worker reports about a migration. */
+static void
+report(const char *name, const char *throttle, int batch_size)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT4OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', throttle ? ' ' : 'n', batch_size > 0 ? ' ' : 'n', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = throttle ? CStringGetTextDatum(throttle) : (Datum) 0;
+	values[2] = Int32GetDatum(batch_size);
+	values[3] = Int32GetDatum(MyProcPid);
+	SPI_execute_with_args("UPDATE zdm.migrations SET throttle_reason = $2,"
+						  " batch_size = coalesce($3, batch_size), worker_pid = $4"
+						  " WHERE name = $1", 4, types, values, nulls, false, 0);
+}
+
+/*
+ * The next batch size: towards batch_time_ms, from the moving average of
+ * the time per row, by +10% / -20% at most.
+ */
+static int
+tune_batch(WorkItem *item, int64 rows, double ms)
+{
+	RowCost    *rc = row_cost(item->name);
+	double		sample;
+	double		want;
+	int			size = item->batch_size;
+
+	if (rows <= 0)
+		return size;
+	sample = ms / rows;
+	rc->ms_per_row = rc->ms_per_row < 0 ? sample : 0.8 * rc->ms_per_row + 0.2 * sample;
+	want = item->batch_time_ms / Max(rc->ms_per_row, 1e-6);
+	want = Max(want, size * 0.8);
+	want = Min(want, size * 1.1 + 1);
+	size = (int) Min(want, (double) zdm_batch_size_max);
+	return Max(size, 1);
+}
+
+static bool
+transient_error(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
+/*
+ * After a failed batch: halve it, or with one row, stop the migration with
+ * the error and the key of that row.
+ */
+static void
+record_failure(WorkItem *item, int batch, ErrorData *edata)
+{
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (transient_error(edata->sqlerrcode))
+		zdm_log_event(item->name, "retry", NULL, NULL, NULL, -1, edata->message);
+	else if (batch > 1)
+	{
+		report(item->name, NULL, Max(batch / 2, 1));
+		zdm_log_event(item->name, "bisect", NULL, NULL, NULL, -1,
+					  psprintf("batch of %d failed (%s); retrying with %d", batch, edata->message,
+							   Max(batch / 2, 1)));
+	}
+	else
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', zdm_backfill_failed_key ? ' ' : 'n'};
+
+		values[0] = CStringGetTextDatum(item->name);
+		values[1] = CStringGetTextDatum(edata->message);
+		values[2] = zdm_backfill_failed_key ? CStringGetTextDatum(zdm_backfill_failed_key) : (Datum) 0;
+		SPI_execute_with_args("UPDATE zdm.migrations SET failed_key = $3, worker_requested = false"
+							  " WHERE name = $1", 3, types, values, nulls, false, 0);
+		zdm_migration_set_phase(item->name, "failed", edata->message);
+		ereport(LOG,
+				(errmsg("zdm: migration \"%s\" failed at key (%s): %s", item->name,
+						zdm_backfill_failed_key ? zdm_backfill_failed_key : "?", edata->message)));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Serve one migration for one round: throttle or batch.  Returns ms to sleep. */
+static long
+serve(WorkItem *item)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *throttle;
+	int64		rows = 0;
+	double		ms = 0;
+	int			next_size;
+	long		sleep_ms;
+	TimestampTz start;
+	Oid			save_user;
+	int			save_sec;
+
+	/* (in the transaction next_item() ran in) */
+	throttle = zdm_throttle_reason(item->name, item->plan);
+	if (throttle)
+	{
+		report(item->name, throttle, 0);
+		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s throttled: %s", item->name, throttle));
+		return zdm_throttle_interval_ms;
+	}
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("zdm: backfilling \"%s\", batch of %d rows", item->name, item->batch_size));
+	start = GetCurrentTimestamp();
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(item->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	rows = zdm_backfill_batch(item->name, item->batch_size);
+	SetUserIdAndSecContext(save_user, save_sec);
+	ms = zdm_ms_since(start);
+
+	next_size = tune_batch(item, rows, ms);
+	report(item->name, NULL, next_size);
+
+	sleep_ms = (long) (ms * item->sleep_ratio);
+	if (item->max_rows_per_sec > 0)
+		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / item->max_rows_per_sec - ms));
+	MemoryContextSwitchTo(cxt);
+	return rows > 0 ? sleep_ms : 0;
+}
+
+static void
+worker_sleep(long ms)
+{
+	if (ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/* One round: pick a migration and serve it.  false: nothing to do. */
+static bool
+worker_round(MemoryContext round_cxt)
+{
+	WorkItem   *volatile item = NULL;
+	volatile long sleep_ms = 0;
+	volatile int batch = 0;
+
+	MemoryContextReset(round_cxt);
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		item = next_item(round_cxt);
+		if (item != NULL)
+		{
+			batch = item->batch_size;
+			sleep_ms = serve(item);
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* One task's error is caught once, recorded, and the worker goes on. */
+		MemoryContextSwitchTo(round_cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (item == NULL)
+			proc_exit(1);		/* not a migration's fault: zdm's state is unreadable */
+		record_failure(item, batch, edata);
+		sleep_ms = transient_error(edata->sqlerrcode) ? zdm_throttle_interval_ms : 0;
+	}
+	PG_END_TRY();
+
+	if (item == NULL)
+		return false;
+	worker_sleep(sleep_ms);
+	return true;
+}
+
+void
+zdm_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	TransactionId wait_xid;
+	LOCKTAG		tag;
+	MemoryContext round_cxt;
+
+	memcpy(&wait_xid, MyBgworkerEntry->bgw_extra, sizeof(TransactionId));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("zdm backfill");
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "zdm worker round", ALLOCSET_DEFAULT_SIZES);
+
+	/* Work only once the request is committed (or gone, if rolled back). */
+	if (TransactionIdIsValid(wait_xid))
+	{
+		StartTransactionCommand();
+		pgstat_report_activity(STATE_RUNNING, "zdm: waiting for the requesting transaction to end");
+		XactLockTableWait(wait_xid, NULL, NULL, XLTW_None);
+		CommitTransactionCommand();
+	}
+
+	tag = worker_locktag();
+	for (;;)
+	{
+		if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+			proc_exit(0);		/* another worker serves this database */
+
+		for (;;)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			if (!worker_round(round_cxt))
+				break;
+		}
+
+		/* Leave, then look once more: a request may have come meanwhile. */
+		LockRelease(&tag, ExclusiveLock, true);
+		if (!worker_round(round_cxt))
+			break;
+	}
+	proc_exit(0);
+}
+
+/* ---------- the launcher ---------- */
+
+void
+zdm_worker_register_launcher(void)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 10;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "zdm");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "zdm_launcher_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "zdm launcher");
+	snprintf(w.bgw_type, BGW_MAXLEN, "zdm launcher");
+	RegisterBackgroundWorker(&w);
+}
+
+/* Databases a worker may connect to. */
+static List *
+launcher_databases(void)
+{
+	List	   *dbs = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return dbs;
+}
+
+void
+zdm_launcher_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("zdm launcher");
+
+	for (;;)
+	{
+		List	   *dbs;
+		ListCell   *lc;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/*
+		 * A worker per database: it exits at once where zdm is not installed
+		 * or nothing is requested, and where one already runs.
+		 */
+		dbs = launcher_databases();
+		foreach(lc, dbs)
+			(void) zdm_worker_start(lfirst_oid(lc), InvalidTransactionId, false);
+		list_free(dbs);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 zdm_launcher_naptime_s * 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
