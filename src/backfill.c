@@ -137,6 +137,81 @@ key_params(PlanTable *pt, int first)
 }
 
 /*
+ * The ctid walk of a table without a key: *last is {next block, end
+ * block, rows per block}.  The end is the table's size when the walk
+ * starts (rows added later are converted by the trigger); for a
+ * partitioned table, the largest partition's, since the block range
+ * applies to every partition at once.  Each batch converts the rows of
+ * about batch/rows-per-block blocks with a TID range scan.
+ */
+static int64
+backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batch)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(pt->relation)};
+	int64		next,
+				end,
+				upper,
+				rows;
+	double		per_block;
+	bool		isnull;
+	int			rc;
+
+	if (*last == NULL)
+	{
+		rc = SPI_execute_with_args("SELECT coalesce(max(pg_catalog.pg_relation_size(p.relid)"
+								   "         / current_setting('block_size')::int8), 0),"
+								   "       greatest(sum(greatest(c.reltuples, 0)) / greatest(sum(c.relpages), 1), 1)::float8"
+								   "  FROM (SELECT $1::regclass AS relid UNION"	/* (no rows for a plain table) */
+								   "        SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)) p"
+								   "  JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE c.relkind = 'r'",
+								   1, types, values, NULL, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "zdm: could not measure table %s", pt->relation);
+		end = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		per_block = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		next = 0;
+	}
+	else
+	{
+		next = pg_strtoint64((*last)[0]);
+		end = pg_strtoint64((*last)[1]);
+		per_block = strtod((*last)[2], NULL);
+	}
+	if (next >= end)
+		return 0;
+
+	upper = Min(end, next + Max(1, (int64) (batch / Max(per_block, 1.0))));
+	zdm_backfill_bypass = true;
+	PG_TRY();
+	{
+		/* The count sees the range as it was before the update. */
+		rc = SPI_execute(psprintf("WITH converted AS (UPDATE %s SET %s"
+								  "   WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid"
+								  "     AND (%s) RETURNING 1)"
+								  " SELECT count(*) FROM %s"
+								  "  WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid",
+								  pt->relation, pt->set, next, upper, pt->todo,
+								  pt->relation, next, upper), false, 0);
+	}
+	PG_FINALLY();
+	{
+		zdm_backfill_bypass = false;
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "zdm: backfill update failed: %s", SPI_result_code_string(rc));
+	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	*last = palloc(sizeof(char *) * 3);
+	(*last)[0] = psprintf(INT64_FORMAT, upper);
+	(*last)[1] = psprintf(INT64_FORMAT, end);
+	(*last)[2] = psprintf("%g", per_block);
+	/* An empty stretch of blocks is not the end of the table. */
+	return Max(rows, 1);
+}
+
+/*
  * Convert up to batch rows of pt after key *last (NULL: from the start).
  * Returns the rows in the batch's key range (0: table done) and sets *last
  * to the range's upper key.
@@ -359,7 +434,9 @@ zdm_backfill_batch(const char *name, int32 batch)
 	{
 		PlanTable  *pt = list_nth(tables, idx);
 
-		if (pt->backfill)
+		if (pt->backfill && pt->nkeys == 0)
+			rows = backfill_ctid_batch(name, pt, &key, batch);
+		else if (pt->backfill)
 			rows = backfill_table_batch(name, pt, &key, batch);
 		if (rows > 0)
 		{
@@ -370,7 +447,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 			 * one shortly before (pauses between batches count), else this
 			 * batch alone.
 			 */
-			write_checkpoint(name, idx, key, pt->nkeys, rows, batch_ms,
+			write_checkpoint(name, idx, key, pt->nkeys > 0 ? pt->nkeys : 3, rows, batch_ms,
 							 rows * 1000.0 / Max((since_ms > 0 ? since_ms : 0) + batch_ms, 0.001));
 			break;
 		}

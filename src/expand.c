@@ -79,7 +79,8 @@ typedef struct TableWork
 	List	   *validate;		/* SQL, contract, under SHARE UPDATE EXCLUSIVE */
 	List	   *contract;		/* SQL, contract, under ACCESS EXCLUSIVE */
 	List	   *rollback;		/* SQL, rollback, in reverse order */
-	List	   *key;			/* backfill key column names */
+	bool		key_searched;
+	List	   *key;			/* backfill key column names; NIL: by ctid */
 	List	   *key_types;		/* their types, qualified */
 } TableWork;
 
@@ -299,7 +300,11 @@ claim_column(ExpandState *st, TableWork *tw, const char *col)
 	tw->claimed = lappend(tw->claimed, pstrdup(col));
 }
 
-/* The primary key, or a unique NOT NULL key, of a table needing backfill. */
+/*
+ * The primary key, or a unique NOT NULL key, of a table needing backfill.
+ * A table with neither keeps an empty key: its backfill walks ranges of
+ * blocks (ctid) instead.
+ */
 static void
 find_backfill_key(ExpandState *st, TableWork *tw)
 {
@@ -308,8 +313,9 @@ find_backfill_key(ExpandState *st, TableWork *tw)
 	ListCell   *lc;
 	Oid			best = InvalidOid;
 
-	if (tw->key != NIL)
+	if (tw->key_searched)
 		return;
+	tw->key_searched = true;
 	rel = relation_open(tw->relid, NoLock);
 	indexes = RelationGetIndexList(rel);
 	foreach(lc, indexes)
@@ -349,12 +355,6 @@ find_backfill_key(ExpandState *st, TableWork *tw)
 			break;
 	}
 	relation_close(rel, NoLock);
-	if (tw->key == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\": table \"%s\" has no primary key or unique NOT NULL key to backfill by",
-						st->migration, tw->name),
-				 errhint("Add a primary key (CREATE UNIQUE INDEX CONCURRENTLY, then ALTER TABLE ... ADD PRIMARY KEY USING INDEX) before expanding.")));
 }
 
 /* A key column may not be altered or dropped: the backfill walks it. */

@@ -114,6 +114,8 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 
 		d = query_value("SELECT count(DISTINCT l.pid)::int8 FROM pg_catalog.pg_locks l"
 						" WHERE NOT l.granted AND l.relation IN ("
+						"   SELECT pg_catalog.to_regclass(t->>'relation') FROM jsonb_array_elements($1->'tables') t"
+						"   UNION ALL"
 						"   SELECT p.relid FROM jsonb_array_elements($1->'tables') t,"
 						"        pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t->>'relation')) p)",
 						1, types, values, &isnull);
