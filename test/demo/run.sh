@@ -10,7 +10,7 @@
 # figures; the clients must see no error at all.
 #
 #   make demo                       # or: bash test/demo/run.sh
-#   ZDM_DEMO_ROWS=50000 ZDM_DEMO_BATCH=2000 bash test/demo/run.sh
+#   ZDM_DEMO_ROWS=50000 ZDM_DEMO_BATCH=2000 bash test/demo/run.sh   (BATCH: the worker's first batch)
 #
 # The cluster lives under ./tmp/demo (server.log, the clients' output) and
 # is stopped at the end, whatever happens.
@@ -193,21 +193,24 @@ start_client v4
 sleep 1
 clients_report
 
-phase "backfill in batches of $BATCH"
+phase "backfill by the background worker (zdm.start_backfill)"
 clients_mark
 t0=$(zdm_now)
-batches=0
-backfilled=0
+started=$(sql -c "SELECT zdm.start_backfill('$MIGRATION', batch_size => $BATCH)") || die "start_backfill"
+say "zdm.start_backfill('$MIGRATION') = $started; the worker tunes its batches towards zdm.batch_time"
+polls=0
 while :; do
-    n=$(sql -c "SELECT zdm.backfill('$MIGRATION', $BATCH)") || die "backfill batch $((batches + 1))"
-    [ "$n" -gt 0 ] || break
-    batches=$((batches + 1))
-    backfilled=$((backfilled + n))
-    if [ $((batches % 5)) -eq 1 ]; then
-        sql -F ' ' -c "SELECT 'batch', $batches, phase, rows_done || '/' || coalesce(rows_total::text, '?'), coalesce(percent::text, '?') || '%', coalesce(rows_per_sec::text, '?') || ' rows/s' FROM zdm.status WHERE name = '$MIGRATION'"
-    fi
-    [ "$batches" -lt $(( ROWS / BATCH * 3 + 100 )) ] || die "the backfill does not finish"
+    state=$(sql -F ' ' -c "SELECT phase, rows_done, coalesce(rows_total::text, '?'), coalesce(percent::text, '?') || '%', coalesce(rows_per_sec::text, '?') || ' rows/s', 'eta ' || coalesce(eta::text, '?'), 'batch ' || coalesce(batch_size::text, '?'), 'worker ' || coalesce(worker_pid::text, '-'), coalesce('throttled: ' || throttle_reason, ''), coalesce('error: ' || last_error, '') FROM zdm.status WHERE name = '$MIGRATION'") || die "status"
+    echo "  $state"
+    case "$state" in
+        backfilled*) break ;;
+        failed*) die "the backfill failed: $state" ;;
+    esac
+    polls=$((polls + 1))
+    [ "$polls" -lt 600 ] || die "the backfill does not finish"
+    sleep 0.5
 done
+read -r backfilled batches <<<"$(sql -F ' ' -c "SELECT rows_backfilled, batches FROM zdm.migrations WHERE name = '$MIGRATION'")"
 backfill_s=$(zdm_elapsed "$t0" "$(zdm_now)" 3)
 backfill_rate=$(awk -v r="$backfilled" -v s="$backfill_s" 'BEGIN { printf "%.0f", (s > 0 ? r / s : 0) }')
 say "backfilled $backfilled rows in $batches batches, $backfill_s s, $backfill_rate rows/s"
