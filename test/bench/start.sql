@@ -1,0 +1,10 @@
+-- test/bench/start.sql: start the clocks (included before a timed statement).
+-- With the psql variable perf_dir set (ZDM_BENCH_PERF=1), first hand this
+-- backend's pid to run.sh and wait until perf is recording it.
+\if :{?perf_dir}
+SELECT pg_backend_pid() AS bench_pid \gset
+\setenv BENCH_PERF_DIR :perf_dir
+\setenv BENCH_PID :bench_pid
+\! echo "$BENCH_PID" >"$BENCH_PERF_DIR/pid.tmp" && mv "$BENCH_PERF_DIR/pid.tmp" "$BENCH_PERF_DIR/pid" && while [ ! -e "$BENCH_PERF_DIR/recording" ]; do sleep 0.05; done; rm -f "$BENCH_PERF_DIR/recording"
+\endif
+SELECT bench.cpu_ms() AS bench_cpu0, clock_timestamp() AS bench_t0 \gset
