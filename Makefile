@@ -4,7 +4,8 @@ EXTENSION   = zdm
 MODULE_big  = zdm
 OBJS        = src/zdm.o src/spec.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
-              src/contract.o src/control.o src/worker.o src/throttle.o
+              src/contract.o src/control.o src/worker.o src/throttle.o \
+              src/telemetry.o src/versions.o src/gate.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.
@@ -24,6 +25,9 @@ endif
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every C file includes the shared header: rebuild them all when it changes.
+$(OBJS): src/zdm.h
 
 .PHONY: demo test bench deps
 

@@ -54,7 +54,7 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	sql = psprintf("SELECT phase, definition, plan"
+	sql = psprintf("SELECT phase, definition, plan, version_old, version_new"
 				   "  FROM zdm.migrations WHERE name = $1%s",
 				   for_update ? " FOR UPDATE" : "");
 	spi_exec_text(sql, 1, args, for_update ? SPI_OK_SELECT : SPI_OK_SELECT);
@@ -68,6 +68,8 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	m->definition = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
 	m->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
 	m->expanded_here = zdm_expanded_here(name);
+	m->version_old = SPI_getvalue(tup, desc, 4);
+	m->version_new = SPI_getvalue(tup, desc, 5);
 	return true;
 }
 

@@ -24,6 +24,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(zdm_contract);
@@ -31,7 +32,7 @@ PG_FUNCTION_INFO_V1(zdm_rollback);
 
 /* Contract one migration; false when it was already contracted. */
 static bool
-contract_one(const char *name)
+contract_one(const char *name, bool force)
 {
 	ZdmMigration m;
 	int64		bad;
@@ -71,7 +72,19 @@ contract_one(const char *name)
 				 errhint("Inspect them with zdm.verify('%s'); fix the data or the migration's up/down, "
 						 "or roll it back with zdm.rollback('%s').", name, name)));
 
+	/* The gate: the version it retires must have (almost) no traffic left. */
+	zdm_gate_check(name, m.version_old, force);
+
 	zdm_run_plan_steps(name, "contracted", m.plan, "contract");
+	if (m.version_old)
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2] = {CStringGetTextDatum(m.version_old), CStringGetTextDatum(name)};
+
+		SPI_execute_with_args("UPDATE zdm.api_versions SET retired_by = $2, retired_at = now()"
+							  " WHERE version = $1 AND retired_by IS NULL",
+							  2, types, values, NULL, false, 0);
+	}
 	zdm_migration_set_phase(name, "contracted", NULL);
 	return true;
 }
@@ -80,6 +93,7 @@ Datum
 zdm_contract(PG_FUNCTION_ARGS)
 {
 	bool		done = false;
+	bool		force = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 
 	SPI_connect();
 	if (!PG_ARGISNULL(0))
@@ -87,7 +101,7 @@ zdm_contract(PG_FUNCTION_ARGS)
 		char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 		zdm_check_name(name, "zdm.contract");
-		done = contract_one(name);
+		done = contract_one(name, force);
 	}
 	else
 	{
@@ -105,7 +119,7 @@ zdm_contract(PG_FUNCTION_ARGS)
 					 errmsg("no migration is ready to contract"),
 					 errhint("A migration can be contracted once zdm.backfill() has returned 0 for it; see zdm.status.")));
 		foreach(lc, names)
-			done = contract_one(lfirst(lc)) || done;
+			done = contract_one(lfirst(lc), force) || done;
 	}
 	SPI_finish();
 	PG_RETURN_BOOL(done);
@@ -141,6 +155,15 @@ zdm_rollback(PG_FUNCTION_ARGS)
 	}
 	zdm_run_plan_steps(name, "rolled_back", m.plan, "rollback");
 	zdm_migration_set_phase(name, "rolled_back", NULL);
+	/* Versions only this migration knew are forgotten with it. */
+	SPI_execute_with_args("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"
+						  "   AND NOT EXISTS (SELECT 1 FROM zdm.migrations o WHERE o.name <> $1"
+						  "                   AND o.phase <> 'rolled_back' AND v.version IN (o.version_old, o.version_new))",
+						  3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID},
+						  (Datum[]) {CStringGetTextDatum(name),
+							  CStringGetTextDatum(m.version_old ? m.version_old : ""),
+						  CStringGetTextDatum(m.version_new ? m.version_new : "")},
+						  NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }

@@ -83,13 +83,19 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 	{
 		JsonbValue *v = getIthJsonbValueFromContainer(steps, i);
 		JsonbContainer *step = v->val.binary.data;
-		char	   *relation = zdm_json_string(&ctx, step, "relation", true);
+		char	   *relation = zdm_json_string(&ctx, step, "relation", false);
 		char	   *lock = zdm_json_string(&ctx, step, "lock", true);
 		char	   *sql = zdm_json_string(&ctx, step, "sql", true);
 		bool		fresh = false;
 
-		if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
-			strcmp(held_lock, lock) != 0)
+		/* A step on no table (a schema) needs no table lock. */
+		if (relation == NULL)
+		{
+			stats.attempts = 0;
+			stats.wait_ms = 0;
+		}
+		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
+				 strcmp(held_lock, lock) != 0)
 		{
 			Oid			relid = plan_relation(migration, relation);
 
@@ -100,7 +106,7 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 			fresh = true;
 		}
 		/* The lock wait is charged to the first statement that needed it. */
-		if (!fresh)
+		if (!fresh && relation != NULL)
 		{
 			stats.attempts = 0;
 			stats.wait_ms = 0;

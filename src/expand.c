@@ -58,6 +58,7 @@ typedef struct DualRule
 	char	   *new_col;		/* column new clients write, or NULL */
 	char	   *up;				/* computes new_col from the row, or NULL */
 	char	   *down;			/* computes old_col from the row, or NULL */
+	char	   *visible;		/* new_col's name in the new version (in place: old_col) */
 } DualRule;
 
 /* Everything one migration does to one table. */
@@ -79,6 +80,9 @@ typedef struct TableWork
 	List	   *validate;		/* SQL, contract, under SHARE UPDATE EXCLUSIVE */
 	List	   *contract;		/* SQL, contract, under ACCESS EXCLUSIVE */
 	List	   *rollback;		/* SQL, rollback, in reverse order */
+	List	   *hidden_in_new;	/* old columns the new version no longer sees */
+	List	   *new_physical;	/* new columns, physical names ... */
+	List	   *new_visible;	/* ... and the names the new version sees */
 	bool		key_searched;
 	List	   *key;			/* backfill key column names; NIL: by ctid */
 	List	   *key_types;		/* their types, qualified */
@@ -90,6 +94,9 @@ typedef struct ExpandState
 	const char *schema;			/* top-level "schema", or NULL */
 	char	   *search_path;
 	List	   *tables;			/* TableWork * */
+	char	   *version_old;	/* API version retired, or NULL */
+	char	   *version_new;	/* API version introduced, or NULL */
+	List	   *schemas;		/* version schemas to create */
 	ZdmSpecCtx	ctx;
 } ExpandState;
 
@@ -526,12 +533,15 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 	add_comment(tw, col, comment);
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
+	tw->new_physical = lappend(tw->new_physical, col);
+	tw->new_visible = lappend(tw->new_visible, col);
 
 	if (up)
 	{
 		DualRule   *r = palloc0(sizeof(DualRule));
 
 		r->new_col = col;
+		r->visible = col;
 		r->up = up;
 		tw->rules = lappend(tw->rules, r);
 		/* With a default, existing rows already hold it: nothing to backfill. */
@@ -567,14 +577,10 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	TableWork  *tw;
 	Form_pg_attribute old;
 	DualRule   *r;
+	char	   *visible;
+	bool		in_place;
 
 	tw = table_work(st, table, true);
-	if (newname == NULL || strcmp(newname, col) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("migration \"%s\": alter_column changes column \"%s\" of table \"%s\" in place, which zdm does not support yet",
-						st->migration, col, table),
-				 errhint("Give the new column a new \"name\": old clients keep \"%s\", new clients use the new column.", col)));
 	if (!OidIsValid(tw->relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -583,7 +589,28 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 				 errhint("Define the column as it should be in the create_table operation.")));
 	old = existing_column(st, tw, col);
 	refuse_key_column(st, tw, col);
+	visible = newname ? newname : col;
+	in_place = strcmp(visible, col) == 0;
+	if (in_place)
+	{
+		/*
+		 * The same name, another shape: a physically new column that only
+		 * the new version's views show under the old name; contract renames
+		 * it into place.
+		 */
+		if (st->version_new == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("migration \"%s\": alter_column changes column \"%s\" of table \"%s\" in place, which needs API versions",
+							st->migration, col, table),
+					 errhint("Declare \"versions\": {\"old\": ..., \"new\": ...}: each version then sees its own \"%s\" through its schema of views; "
+							 "or give the new column a new \"name\".", col)));
+		newname = made_name("zdm_new_", col, NULL);
+	}
 	claim_column(st, tw, newname);
+	tw->hidden_in_new = lappend(tw->hidden_in_new, col);
+	tw->new_physical = lappend(tw->new_physical, newname);
+	tw->new_visible = lappend(tw->new_visible, visible);
 
 	oldtypname = format_type_extended(old->atttypid, old->atttypmod,
 									  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
@@ -600,11 +627,13 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 
 	/* Without up/down, the value is carried over as it is (a rename). */
 	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
-	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(newname));
-	(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", newname),
+	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(visible));
+	(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", visible),
 							tw->desc, tw->name, uptext, typid, typmod);
+	/* down reads the row as the new version sees it */
 	(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
-							tw->desc, tw->name, downtext, old->atttypid, old->atttypmod);
+							in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
+							tw->name, downtext, old->atttypid, old->atttypmod);
 
 	/* The new column has no default while both are live: see trigger.c. */
 	tw->expand = lappend(tw->expand,
@@ -621,6 +650,10 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 										check_default(st, tw, newname, dflt, typid, typmod, false)));
 	tw->contract = lappend(tw->contract,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
+	if (in_place)
+		tw->contract = lappend(tw->contract,
+							   psprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", tw->qualname,
+										qcol(newname), qcol(col)));
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(newname)));
 
@@ -629,15 +662,24 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	r->new_col = newname;
 	r->up = uptext;
 	r->down = downtext;
+	r->visible = visible;
 	tw->rules = lappend(tw->rules, r);
 
 	find_backfill_key(st, tw);
 	tw->sets = lappend(tw->sets, psprintf("%s = (%s\n)", qcol(newname), uptext));
 	tw->todo = lappend(tw->todo, psprintf("%s IS NULL", qcol(newname)));
-	/* Consistent when either direction reproduces the stored value. */
-	tw->verify = lappend(tw->verify,
-						 psprintf("NOT (%s IS NOT DISTINCT FROM CAST((%s\n) AS %s) OR %s IS NOT DISTINCT FROM CAST((%s\n) AS %s))",
-								  qcol(newname), uptext, typname, qcol(col), downtext, oldtypname));
+	/*
+	 * Consistent when either direction reproduces the stored value.  (In
+	 * place, down names the new column by the old name, which SQL over the
+	 * table cannot say: up alone decides.)
+	 */
+	if (in_place)
+		tw->verify = lappend(tw->verify,
+							 psprintf("%s IS DISTINCT FROM CAST((%s\n) AS %s)", qcol(newname), uptext, typname));
+	else
+		tw->verify = lappend(tw->verify,
+							 psprintf("NOT (%s IS NOT DISTINCT FROM CAST((%s\n) AS %s) OR %s IS NOT DISTINCT FROM CAST((%s\n) AS %s))",
+									  qcol(newname), uptext, typname, qcol(col), downtext, oldtypname));
 }
 
 static void
@@ -658,6 +700,7 @@ op_drop_column(ExpandState *st, JsonbContainer *op)
 				 errhint("Leave the column out of the create_table operation.")));
 	old = existing_column(st, tw, col);
 	refuse_key_column(st, tw, col);
+	tw->hidden_in_new = lappend(tw->hidden_in_new, col);
 	if (down)
 	{
 		DualRule   *r = palloc0(sizeof(DualRule));
@@ -806,6 +849,162 @@ op_create_table(ExpandState *st, JsonbContainer *op)
 	tw->rollback = lappend(tw->rollback, psprintf("DROP TABLE %s", tw->qualname));
 }
 
+/* ---------- version schemas ---------- */
+
+/* Does this table get views in the version schemas? */
+static bool
+has_views(ExpandState *st, TableWork *tw)
+{
+	return st->version_new != NULL && OidIsValid(tw->relid) &&
+		(tw->hidden_in_new != NIL || tw->new_physical != NIL);
+}
+
+static char *
+view_name(TableWork *tw, const char *version)
+{
+	return psprintf("%s.%s", quote_identifier(version), quote_identifier(tw->name));
+}
+
+/*
+ * CREATE VIEW of a table as one version sees it: the old version, the
+ * table as it was; the new one, without the columns the migration retires
+ * and with the new ones under their visible names, in the old one's place
+ * when a column changed in place.
+ */
+static char *
+view_sql(TableWork *tw, const char *version, bool newer)
+{
+	StringInfoData buf;
+	bool		first = true;
+	ListCell   *lc,
+			   *lc2;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "CREATE VIEW %s WITH (security_invoker = true) AS SELECT ",
+					 view_name(tw, version));
+	for (int i = 0; i < tw->reldesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tw->reldesc, i);
+		char	   *name = NameStr(att->attname);
+
+		if (att->attisdropped)
+			continue;
+		if (newer && str_in_list(tw->hidden_in_new, name))
+		{
+			/* changed in place: the new column takes the old one's place */
+			forboth(lc, tw->new_physical, lc2, tw->new_visible)
+				if (strcmp(lfirst(lc2), name) == 0)
+				{
+					appendStringInfo(&buf, "%s%s AS %s", first ? "" : ", ",
+									 qcol(lfirst(lc)), qcol(name));
+					first = false;
+				}
+			continue;
+		}
+		appendStringInfo(&buf, "%s%s", first ? "" : ", ", qcol(name));
+		first = false;
+	}
+	if (newer)
+		forboth(lc, tw->new_physical, lc2, tw->new_visible)
+		{
+			if (str_in_list(tw->hidden_in_new, lfirst(lc2)))
+				continue;		/* placed above */
+			appendStringInfo(&buf, "%s%s", first ? "" : ", ", qcol(lfirst(lc)));
+			if (strcmp(lfirst(lc), lfirst(lc2)) != 0)
+				appendStringInfo(&buf, " AS %s", qcol(lfirst(lc2)));
+			first = false;
+		}
+	appendStringInfo(&buf, " FROM %s", tw->qualname);
+	return buf.data;
+}
+
+/*
+ * Resolve the migration's API versions (see versions.c) and the schemas of
+ * views they need, refusing names that clash with schemas not zdm's.
+ */
+static void
+resolve_versions(ExpandState *st, JsonbContainer *root)
+{
+	static const char *const keys[] = {"old", "new", NULL};
+	JsonbContainer *vers = zdm_json_object(&st->ctx, root, "versions", false);
+	char	   *vschema = zdm_json_string(&st->ctx, root, "version_schema", false);
+	char	   *both[2];
+
+	if (vers == NULL && vschema == NULL)
+		return;
+	if (vers)
+	{
+		zdm_json_check_keys(&st->ctx, vers, "\"versions\"", keys, NULL);
+		st->version_new = zdm_json_string(&st->ctx, vers, "new", false);
+		st->version_old = zdm_json_string(&st->ctx, vers, "old", false);
+	}
+	if (st->version_new == NULL)
+		st->version_new = vschema ? vschema : pstrdup(st->migration);
+	if (st->version_old == NULL)
+		st->version_old = zdm_previous_version();
+	if (st->version_old && strcmp(st->version_old, st->version_new) == 0)
+		st->version_old = NULL;
+
+	both[0] = st->version_old;
+	both[1] = st->version_new;
+	for (int i = 0; i < 2; i++)
+	{
+		char	   *v = both[i];
+		char	   *schema = NULL;
+		char	   *retired_by = NULL;
+
+		if (v == NULL)
+			continue;
+		if (strlen(v) >= NAMEDATALEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_NAME_TOO_LONG),
+					 errmsg("migration \"%s\": API version name \"%s\" is too long", st->migration, v),
+					 errhint("Version names are at most %d bytes; they name schemas.", NAMEDATALEN - 1)));
+		if (zdm_version_lookup(v, &schema, &retired_by) && retired_by != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\": API version \"%s\" was already retired by migration \"%s\"",
+							st->migration, v, retired_by),
+					 errhint("Name a live version as \"old\", and a new name as \"new\".")));
+		if (schema == NULL && OidIsValid(get_namespace_oid(v, true)))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_SCHEMA),
+					 errmsg("migration \"%s\": API version \"%s\" needs a schema of that name, and schema \"%s\" exists already",
+							st->migration, v, v),
+					 errhint("zdm keeps each version's views in a schema named after it; choose another version name.")));
+		if (schema == NULL)
+			st->schemas = lappend(st->schemas, v);
+	}
+}
+
+/* Record the versions in zdm.api_versions (in the expand's transaction). */
+static void
+save_versions(ExpandState *st)
+{
+	bool		views = false;
+	ListCell   *lc;
+	char	   *both[2] = {st->version_old, st->version_new};
+
+	foreach(lc, st->tables)
+		views = views || has_views(st, lfirst(lc));
+	for (int i = 0; i < 2; i++)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		values[3];
+		char		nulls[3] = {' ', views ? ' ' : 'n', i == 1 ? ' ' : 'n'};
+
+		if (both[i] == NULL)
+			continue;
+		values[0] = CStringGetTextDatum(both[i]);
+		values[1] = CStringGetTextDatum(both[i]);
+		values[2] = CStringGetTextDatum(st->migration);
+		SPI_execute_with_args("INSERT INTO zdm.api_versions AS v (version, schema_name, introduced_by)"
+							  " VALUES ($1, $2, $3) ON CONFLICT (version) DO UPDATE"
+							  " SET schema_name = coalesce(v.schema_name, EXCLUDED.schema_name)",
+							  3, types, values, nulls, false, 0);
+	}
+}
+
 /* ---------- the plan ---------- */
 
 static void
@@ -876,6 +1075,15 @@ trigger_sql(ExpandState *st, TableWork *tw)
 						 quote_literal_cstr(r->up ? r->up : ""),
 						 quote_literal_cstr(r->down ? r->down : ""));
 	}
+	appendStringInfo(&buf, ", %s, %s, %s", quote_literal_cstr(ZDM_TRIGGER_VERSIONS_MARKER),
+					 quote_literal_cstr(st->version_old ? st->version_old : ""),
+					 quote_literal_cstr(st->version_new ? st->version_new : ""));
+	foreach(lc, tw->rules)
+	{
+		DualRule   *r = lfirst(lc);
+
+		appendStringInfo(&buf, ", %s", quote_literal_cstr(r->visible ? r->visible : ""));
+	}
 	appendStringInfoChar(&buf, ')');
 	return buf.data;
 }
@@ -923,6 +1131,21 @@ plan_json(ExpandState *st)
 		if (tw->rules)
 			steps = lcons(psprintf("DROP TRIGGER %s ON %s", quote_identifier(trigger_name(st, tw)),
 								   tw->qualname), steps);
+		if (has_views(st, tw) && st->version_old)
+		{
+			/* The retired version's view goes first (it reads the old
+			 * columns), and comes back as a guard that raises. */
+			char	   *v = view_name(tw, st->version_old);
+
+			steps = lcons(psprintf("DROP VIEW IF EXISTS %s", v), steps);
+			steps = lappend(steps, psprintf("CREATE VIEW %s AS SELECT * FROM %s WHERE zdm.version_retired_check(%s, %s)",
+											v, tw->qualname, quote_literal_cstr(st->version_old),
+											quote_literal_cstr(st->migration)));
+			steps = lappend(steps, psprintf("CREATE TRIGGER zdm_version_retired INSTEAD OF INSERT OR UPDATE OR DELETE ON %s"
+											" FOR EACH ROW EXECUTE FUNCTION zdm.version_retired(%s, %s)",
+											v, quote_literal_cstr(st->version_old),
+											quote_literal_cstr(st->migration)));
+		}
 		append_steps(&buf, &first, tw, "exclusive", steps);
 	}
 
@@ -934,12 +1157,30 @@ plan_json(ExpandState *st)
 		TableWork  *tw = list_nth(st->tables, i);
 		List	   *steps = NIL;
 
+		if (has_views(st, tw))
+			steps = lappend(steps, psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_new)));
 		if (tw->rules)
 			steps = lappend(steps, psprintf("DROP TRIGGER %s ON %s",
 											quote_identifier(trigger_name(st, tw)), tw->qualname));
 		for (int j = list_length(tw->rollback) - 1; j >= 0; j--)
 			steps = lappend(steps, list_nth(tw->rollback, j));
 		append_steps(&buf, &first, tw, "exclusive", steps);
+	}
+	/* schemas this migration created go last, once their views are gone */
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+
+		if (has_views(st, tw) && st->version_old && str_in_list(st->schemas, st->version_old))
+			append_steps(&buf, &first, tw, "exclusive",
+						 list_make1(psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_old))));
+	}
+	foreach(lc, st->schemas)
+	{
+		appendStringInfo(&buf, "%s{\"relation\": null, \"lock\": \"none\", \"sql\": %s}",
+						 first ? "" : ", ",
+						 zdm_json_escape(psprintf("DROP SCHEMA IF EXISTS %s", quote_identifier(lfirst(lc)))));
+		first = false;
 	}
 	appendStringInfoString(&buf, "]}");
 	return buf.data;
@@ -1069,6 +1310,13 @@ expand_apply(ExpandState *st)
 	}
 	zdm_lock_relations(st->migration, relids, AccessExclusiveLock, &stats);
 
+	foreach(lc, st->schemas)
+	{
+		ZdmLockStats none = {0, 0};
+
+		zdm_run_ddl(st->migration, "expanded",
+					psprintf("CREATE SCHEMA %s", quote_identifier(lfirst(lc))), &none);
+	}
 	foreach(lc, st->tables)
 	{
 		TableWork  *tw = lfirst(lc);
@@ -1077,6 +1325,17 @@ expand_apply(ExpandState *st)
 
 		if (tw->rules)
 			steps = lappend(steps, trigger_sql(st, tw));
+		if (has_views(st, tw))
+		{
+			/* Each version's view of the table, replacing an older one. */
+			if (st->version_old)
+			{
+				steps = lappend(steps, psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_old)));
+				steps = lappend(steps, view_sql(tw, st->version_old, false));
+			}
+			steps = lappend(steps, psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_new)));
+			steps = lappend(steps, view_sql(tw, st->version_new, true));
+		}
 		foreach(lc2, steps)
 		{
 			ZdmLockStats none = {0, 0};
@@ -1092,22 +1351,28 @@ expand_apply(ExpandState *st)
 static void
 expand_save_state(ExpandState *st, Jsonb *definition)
 {
-	Oid			types[3] = {TEXTOID, JSONBOID, TEXTOID};
-	Datum		values[3];
+	Oid			types[5] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', st->version_old ? ' ' : 'n', st->version_new ? ' ' : 'n'};
 	int			rc;
 
 	values[0] = CStringGetTextDatum(st->migration);
 	values[1] = JsonbPGetDatum(definition);
 	values[2] = CStringGetTextDatum(plan_json(st));
-	rc = SPI_execute_with_args("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at)"
-							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now())"
+	values[3] = st->version_old ? CStringGetTextDatum(st->version_old) : (Datum) 0;
+	values[4] = st->version_new ? CStringGetTextDatum(st->version_new) : (Datum) 0;
+	save_versions(st);
+	rc = SPI_execute_with_args("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at,"
+							   "   version_old, version_new)"
+							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now(), $4, $5)"
 							   " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"
+							   "   version_old = EXCLUDED.version_old, version_new = EXCLUDED.version_new,"
 							   "   plan = EXCLUDED.plan, phase = 'expanded', expand_xid = EXCLUDED.expand_xid,"
 							   "   backfill_key = NULL, backfill_table = 0, rows_backfilled = 0, batches = 0,"
 							   "   created_at = now(), updated_at = now(), expanded_at = now(),"
 							   "   backfill_started_at = NULL, backfilled_at = NULL, contracted_at = NULL,"
 							   "   rolled_back_at = NULL, last_error = NULL",
-							   3, types, values, NULL, false, 0);
+							   5, types, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "zdm: could not record migration \"%s\": %s", st->migration,
 			 SPI_result_code_string(rc));
@@ -1185,6 +1450,7 @@ zdm_expand(PG_FUNCTION_ARGS)
 				 errmsg("migration \"%s\": schema \"%s\" does not exist", name, st.schema),
 				 errhint("Create the schema first, or correct \"schema\".")));
 	st.search_path = GetConfigOptionByName("search_path", NULL, false);
+	resolve_versions(&st, &definition->root);
 	ops = zdm_json_array(&st.ctx, &definition->root, "operations", true);
 	expand_check_operations(&st, ops);
 

@@ -259,3 +259,27 @@ zdm_guc_pop(int nestlevel)
 {
 	AtEOXact_GUC(true, nestlevel);
 }
+
+/*
+ * desc as a version sees it when a column changed in place: the old column
+ * hidden, the physically new one under the old name.  Attribute numbers
+ * stay those of the table, so Vars still address the real row.
+ */
+TupleDesc
+zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical)
+{
+	TupleDesc	d = CreateTupleDescCopy(desc);
+
+	for (int i = 0; i < d->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(d, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), col) == 0)
+			att->attisdropped = true;
+		else if (strcmp(NameStr(att->attname), physical) == 0)
+			namestrcpy(&att->attname, col);
+	}
+	return d;
+}

@@ -30,6 +30,13 @@
  *	Otherwise, when a column down reads was written and the old column was
  *	not: old := down(row).
  *
+ * A session that declared its API version (zdm.api_version, see
+ * zdm.use_version) is believed instead: the migration's old version writes
+ * the old side (new := up(row)), its new version the new side
+ * (old := down(row)), whatever the statement looks like.  For a column
+ * changed in place, down is compiled against the row as the new version
+ * sees it: the physically new column under the old name.
+ *
  * Expressions are compiled once per trigger and cached in
  * CacheMemoryContext (ExprState, no SPI), and invalidated by a relcache
  * callback when the table changes.  Every partition's trigger is a clone
@@ -73,6 +80,8 @@ typedef struct DualWriteState
 {
 	MemoryContext cxt;
 	int			natts;
+	char	   *version_old;	/* API versions of the migration, or NULL */
+	char	   *version_new;
 	int			nrules;
 	RuleState  *rules;
 	ExprContext *econtext;
@@ -145,15 +154,19 @@ rule_column(TriggerData *td, const char *migration, const char *col)
 /* Compile one expression computing column att; *deps gets what it reads. */
 static ExprState *
 rule_compile(TriggerData *td, const char *migration, const char *what,
-			 const char *text, AttrNumber att, int *ndeps, AttrNumber **deps)
+			 const char *text, AttrNumber att, int *ndeps, AttrNumber **deps,
+			 const char *in_place_physical)
 {
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleDesc	seen = desc;
 	Form_pg_attribute target = TupleDescAttr(desc, att - 1);
 	Node	   *expr;
 	Bitmapset  *vars = NULL;
 	int			x = -1;
 
-	expr = zdm_expr_analyze(migration, what, desc, RelationGetRelationName(td->tg_relation),
+	if (in_place_physical)
+		seen = zdm_desc_as_seen(desc, NameStr(target->attname), in_place_physical);
+	expr = zdm_expr_analyze(migration, what, seen, RelationGetRelationName(td->tg_relation),
 							text, target->atttypid, target->atttypmod);
 	expr = (Node *) expression_planner((Expr *) expr);
 	pull_varattnos(expr, 1, &vars);
@@ -162,6 +175,18 @@ rule_compile(TriggerData *td, const char *migration, const char *what,
 	while ((x = bms_next_member(vars, x)) >= 0)
 		(*deps)[(*ndeps)++] = x + FirstLowInvalidHeapAttributeNumber;
 	return ExecInitExpr((Expr *) expr, NULL);
+}
+
+/* Rules, then (zdm 0.3 on) the marker, the versions and visible names. */
+static pg_noinline int
+count_rules(Trigger *tg)
+{
+	int			n = 0;
+
+	while (2 + 4 * n < tg->tgnargs &&
+		   strcmp(tg->tgargs[2 + 4 * n], ZDM_TRIGGER_VERSIONS_MARKER) != 0)
+		n++;
+	return n;
 }
 
 /* Build the compiled state of a trigger from its arguments. */
@@ -173,8 +198,14 @@ build_state(TriggerData *td)
 	MemoryContext old;
 	DualWriteState *state;
 	int			level;
+	volatile int nrules;
+	volatile int tail;
+	bool		has_tail;
 
-	if (tg->tgnargs < 2 || (tg->tgnargs - 2) % 4 != 0)
+	nrules = count_rules(tg);
+	tail = 2 + 4 * nrules;
+	if (tg->tgnargs < 2 || tail > tg->tgnargs ||
+		(tail < tg->tgnargs && tg->tgnargs != tail + 3 + nrules))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on table \"%s\" has malformed arguments for zdm.dual_write()",
@@ -191,8 +222,13 @@ build_state(TriggerData *td)
 		const char *migration = tg->tgargs[0];
 
 		state->natts = RelationGetDescr(td->tg_relation)->natts;
-		state->nrules = (tg->tgnargs - 2) / 4;
+		has_tail = tail < tg->tgnargs;
+		state->nrules = nrules;
 		state->rules = palloc0(sizeof(RuleState) * state->nrules);
+		if (has_tail && tg->tgargs[tail + 1][0] != '\0')
+			state->version_old = pstrdup(tg->tgargs[tail + 1]);
+		if (has_tail && tg->tgargs[tail + 2][0] != '\0')
+			state->version_new = pstrdup(tg->tgargs[tail + 2]);
 		level = zdm_search_path_push(tg->tgargs[1]);
 		for (int i = 0; i < state->nrules; i++)
 		{
@@ -203,10 +239,16 @@ build_state(TriggerData *td)
 			r->new_att = rule_column(td, migration, a[1]);
 			if (a[2][0] != '\0' && r->new_att != 0)
 				r->up = rule_compile(td, migration, psprintf("up expression of column \"%s\"", a[1]),
-									 a[2], r->new_att, &r->n_up_deps, &r->up_deps);
+									 a[2], r->new_att, &r->n_up_deps, &r->up_deps, NULL);
 			if (a[3][0] != '\0' && r->old_att != 0)
+			{
+				const char *visible = has_tail ? tg->tgargs[tail + 3 + i] : "";
+
+				/* Changed in place: down reads the row as the new version sees it. */
 				r->down = rule_compile(td, migration, psprintf("down expression of column \"%s\"", a[0]),
-									   a[3], r->old_att, &r->n_down_deps, &r->down_deps);
+									   a[3], r->old_att, &r->n_down_deps, &r->down_deps,
+									   (r->new_att != 0 && strcmp(visible, a[0]) == 0) ? a[1] : NULL);
+			}
 		}
 		zdm_guc_pop(level);
 		state->replaced = palloc0(sizeof(bool) * state->natts);
@@ -350,10 +392,33 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	state->in_use++;
 	PG_TRY();
 	{
+		/* A session that declared its version says which side it writes. */
+		int			side = 0;	/* 0: judge by the write, 1: old, 2: new */
+
+		if (zdm_api_version != NULL && zdm_api_version[0] != '\0')
+		{
+			if (state->version_new && strcmp(zdm_api_version, state->version_new) == 0)
+				side = 2;
+			else if (state->version_old && strcmp(zdm_api_version, state->version_old) == 0)
+				side = 1;
+		}
+
 		for (int i = 0; i < state->nrules; i++)
 		{
 			RuleState  *r = &state->rules[i];
 
+			if (side != 0 && r->up && r->down)
+			{
+				/* Both directions known: follow the declared version. */
+				if (side == 1 && (!is_update || written(td, tuple, r->old_att) ||
+								  any_written(td, tuple, r->n_up_deps, r->up_deps) ||
+								  slot->tts_isnull[r->new_att - 1]))
+					apply(state, r->up, r->new_att, replaced);
+				else if (side == 2 && (!is_update || written(td, tuple, r->new_att) ||
+									   any_written(td, tuple, r->n_down_deps, r->down_deps)))
+					apply(state, r->down, r->old_att, replaced);
+				continue;
+			}
 			if (!is_update)
 			{
 				if (r->up && slot->tts_isnull[r->new_att - 1])

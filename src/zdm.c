@@ -45,6 +45,16 @@ int			zdm_throttle_lock_waiters = 1;
 char	   *zdm_throttle_query = NULL;
 int			zdm_throttle_interval_ms = 1000;
 int			zdm_launcher_naptime_s = 10;
+char	   *zdm_api_version = NULL;
+double		zdm_contract_threshold = 0.01;
+int			zdm_gate_window_min = 1440;
+int			zdm_gate_undeclared = 0;
+
+static const struct config_enum_entry gate_undeclared_options[] = {
+	{"ignore", 0, false},
+	{"old", 1, false},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -193,6 +203,41 @@ _PG_init(void)
 							10, 1, 3600,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("zdm.api_version",
+							   "The API version this session's client speaks (see zdm.use_version()).",
+							   "The dual-write trigger follows it, and with shared_preload_libraries "
+							   "every statement is counted under it.",
+							   &zdm_api_version,
+							   "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomRealVariable("zdm.contract_threshold",
+							 "Share of requests from the API version a migration retires at or above which contract is refused.",
+							 NULL,
+							 &zdm_contract_threshold,
+							 0.01, 0.0, 1.0,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.gate_window",
+							"How far back the contract gate looks at client-version traffic.",
+							NULL,
+							&zdm_gate_window_min,
+							1440, 1, 60 * 24 * 366,
+							PGC_SUSET, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("zdm.gate_undeclared",
+							 "How the contract gate counts traffic that declared no API version.",
+							 "ignore: left out of the share; old: counted as the retired version's.",
+							 &zdm_gate_undeclared,
+							 0, gate_undeclared_options,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	zdm_telemetry_init();
 
 	MarkGUCPrefixReserved("zdm");
 

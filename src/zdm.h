@@ -41,6 +41,9 @@ extern int	zdm_throttle_lock_waiters;
 extern char *zdm_throttle_query;
 extern int	zdm_throttle_interval_ms;
 extern int	zdm_launcher_naptime_s;
+extern double zdm_contract_threshold;
+extern int	zdm_gate_window_min;
+extern int	zdm_gate_undeclared;	/* 0: ignore, 1: count as old */
 
 /* ---- spec.c: reading a migration's JSON ---- */
 
@@ -74,6 +77,7 @@ extern void zdm_expr_check_syntax(const char *migration, const char *what,
 extern Node *zdm_expr_analyze(const char *migration, const char *what,
 							  TupleDesc desc, const char *relname,
 							  const char *text, Oid typid, int32 typmod);
+extern TupleDesc zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical);
 extern int	zdm_search_path_push(const char *search_path);
 extern void zdm_guc_pop(int nestlevel);
 
@@ -106,6 +110,8 @@ typedef struct ZdmMigration
 	Jsonb	   *definition;
 	Jsonb	   *plan;
 	bool		expanded_here;	/* expanded in the current transaction */
+	char	   *version_old;	/* API version it retires, or NULL */
+	char	   *version_new;	/* API version it introduces, or NULL */
 } ZdmMigration;
 
 extern bool zdm_migration_fetch(const char *name, bool for_update,
@@ -120,6 +126,22 @@ extern void zdm_check_name(const char *name, const char *func);
 extern void zdm_worker_flags(const char *name, bool *requested, bool *paused);
 extern void zdm_require_migration(const char *name, ZdmMigration *m,
 								  bool for_update);
+
+/* ---- versions.c ---- */
+
+/*
+ * Dual-write trigger arguments after the rules: this marker (longer than
+ * any column name, so it cannot be one), the old and new API versions and
+ * each rule's visible name.  Triggers of zdm 0.1 and 0.2 lack them.
+ */
+#define ZDM_TRIGGER_VERSIONS_MARKER "--zdm-versions-------------------------------------------------------"
+
+extern char *zdm_previous_version(void);
+extern bool zdm_version_lookup(const char *version, char **schema, char **retired_by);
+
+/* ---- gate.c ---- */
+
+extern void zdm_gate_check(const char *name, const char *version_old, bool force);
 
 /* ---- backfill.c ---- */
 
@@ -140,6 +162,12 @@ extern char *zdm_throttle_reason(const char *name, Jsonb *plan);
 /* ---- trigger.c ---- */
 
 extern void zdm_trigger_init(void);
+
+/* ---- telemetry.c: requests per API version ---- */
+
+extern char *zdm_api_version;	/* GUC zdm.api_version: the session's declared version */
+extern void zdm_telemetry_init(void);
+extern void zdm_telemetry_flush(void);
 
 /* ---- zdm.c ---- */
 extern List *zdm_expanded_in_xact;

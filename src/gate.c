@@ -1,0 +1,276 @@
+/*-------------------------------------------------------------------------
+ *
+ * gate.c
+ *	  The contract gate: contract waits for old clients to be gone, as the
+ *	  traffic shows, not as the calendar says.
+ *
+ * A migration that retires an API version (its "versions": {"old": ...})
+ * may be contracted only when that version's share of requests over
+ * zdm.gate_window is below zdm.contract_threshold.  Requests come from two
+ * sources, added together: statements counted inside PostgreSQL per
+ * declared version (telemetry.c, with shared_preload_libraries) and counts
+ * given by zdm.record_traffic() from outside (load balancer logs,
+ * Prometheus).  Traffic that declared no version is left out of the share
+ * by default (zdm.gate_undeclared = ignore), or counted as the retired
+ * version's (= old), the cautious choice where most clients cannot declare.
+ * No telemetry at all in the window refuses too: silence is not consent.
+ * zdm.contract(name, force => true) overrides, and the journal says who.
+ *
+ * zdm.metrics() publishes the same numbers, with each migration's phase and
+ * backfill progress, in Prometheus' text format.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(zdm_gate_since);
+PG_FUNCTION_INFO_V1(zdm_record_traffic);
+PG_FUNCTION_INFO_V1(zdm_metrics);
+
+/* now() minus zdm.gate_window. */
+Datum
+zdm_gate_since(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(GetCurrentTransactionStartTimestamp() -
+						  (TimestampTz) zdm_gate_window_min * 60 * USECS_PER_SEC);
+}
+
+/* "90 min" or "1 day" for messages. */
+static char *
+window_text(void)
+{
+	if (zdm_gate_window_min % 1440 == 0)
+		return psprintf("%d day%s", zdm_gate_window_min / 1440, zdm_gate_window_min == 1440 ? "" : "s");
+	if (zdm_gate_window_min % 60 == 0)
+		return psprintf("%d h", zdm_gate_window_min / 60);
+	return psprintf("%d min", zdm_gate_window_min);
+}
+
+Datum
+zdm_record_traffic(PG_FUNCTION_ARGS)
+{
+	char	   *version;
+	int64		requests;
+	TimestampTz at;
+	Oid			types[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[3];
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("zdm.record_traffic: %s must not be null",
+						PG_ARGISNULL(0) ? "version" : PG_ARGISNULL(1) ? "requests" : "observed_at"),
+				 errhint("Call zdm.record_traffic('v3', 1200) or with a time: zdm.record_traffic('v3', 1200, '2026-11-23 10:00+00').")));
+	version = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	requests = PG_GETARG_INT64(1);
+	at = PG_GETARG_TIMESTAMPTZ(2);
+	if (version[0] == '\0' || strlen(version) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zdm.record_traffic: version must be 1 to %d bytes long", NAMEDATALEN - 1),
+				 errhint("Give the API version the requests came from, such as 'v3'.")));
+	if (requests < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zdm.record_traffic: requests of version \"%s\" must not be negative (" INT64_FORMAT ")",
+						version, requests),
+				 errhint("Record the count of requests seen, which is zero or more.")));
+	/* A minute of slack for clocks that are slightly ahead. */
+	if (at > GetCurrentTimestamp() + 60 * USECS_PER_SEC || TIMESTAMP_NOT_FINITE(at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zdm.record_traffic: requests of version \"%s\" observed at %s, which is in the future",
+						version, timestamptz_to_str(at)),
+				 errhint("Pass the time the requests were observed, or leave observed_at out for now().")));
+
+	values[0] = CStringGetTextDatum(version);
+	values[1] = Int64GetDatum(requests);
+	values[2] = TimestampTzGetDatum(at);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO zdm.api_traffic AS t (bucket, version, source, requests)"
+							  " VALUES (date_trunc('minute', $3), $1, 'external', $2)"
+							  " ON CONFLICT (bucket, version, source)"
+							  " DO UPDATE SET requests = t.requests + EXCLUDED.requests",
+							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "zdm: could not record traffic");
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * Refuse to contract a migration while the version it retires still has
+ * traffic (see the file header).  Runs inside contract, with SPI.
+ */
+void
+zdm_gate_check(const char *name, const char *version_old, bool force)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	int64		old_requests,
+				undeclared,
+				total;
+	double		share;
+	char	   *sources;
+	char	   *why = NULL;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	if (version_old == NULL)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" declares no API version it retires; contract is not gated on client traffic",
+						name),
+				 errhint("Give the migration \"versions\": {\"old\": ..., \"new\": ...} to have contract wait for old clients.")));
+		return;
+	}
+
+	values[0] = CStringGetTextDatum(version_old);
+	SPI_execute_with_args("SELECT coalesce(sum(requests) FILTER (WHERE version = $1), 0)::int8,"
+						  "       coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0)::int8,"
+						  "       coalesce(sum(requests), 0)::int8,"
+						  "       coalesce(array_to_string(array(SELECT DISTINCT unnest(s) FROM"
+						  "           (SELECT sources FROM zdm.api_version_distribution) d(s) ORDER BY 1), ', '), 'none')"
+						  "  FROM zdm.api_version_distribution",
+						  1, types, values, NULL, false, 1);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old_requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	undeclared = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	total = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	sources = SPI_getvalue(tup, desc, 4);
+
+	if (zdm_gate_undeclared == 1)
+		old_requests += undeclared;
+	else
+		total -= undeclared;
+
+	if (total <= 0)
+	{
+		why = psprintf("there is no client-version telemetry in the last %s", window_text());
+		if (!force)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" cannot be contracted: %s, so the share of API version \"%s\" is unknown",
+							name, why, version_old),
+					 errdetail("Sources: zdm.record_traffic() and, with shared_preload_libraries, statements of sessions that declare zdm.api_version; "
+							   INT64_FORMAT " undeclared request(s) %s.", undeclared,
+							   zdm_gate_undeclared == 1 ? "counted" : "ignored (zdm.gate_undeclared)"),
+					 errhint("Feed traffic counts with zdm.record_traffic('%s', n), have clients declare their version, or override with zdm.contract('%s', force => true).",
+							 version_old, name)));
+	}
+	else
+	{
+		share = (double) old_requests / (double) total;
+		if (share >= zdm_contract_threshold)
+		{
+			why = psprintf("API version \"%s\" carries %.2f%% of requests (" INT64_FORMAT " of " INT64_FORMAT ") in the last %s, at or above zdm.contract_threshold %.2f%%",
+						   version_old, share * 100, old_requests, total, window_text(),
+						   zdm_contract_threshold * 100);
+			if (!force)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("migration \"%s\" cannot be contracted: %s", name, why),
+						 errdetail("Sources: %s; undeclared requests %s (zdm.gate_undeclared).",
+								   sources, zdm_gate_undeclared == 1 ? "counted as the old version's" : "left out"),
+						 errhint("Wait until old clients have upgraded (see zdm.api_version_distribution), or override with zdm.contract('%s', force => true).",
+								 name)));
+		}
+	}
+
+	if (why != NULL)
+	{
+		zdm_log_event(name, "gate_override", NULL, NULL, NULL, -1,
+					  psprintf("forced by %s: %s", GetUserNameFromId(GetUserId(), false), why));
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" contracted by force although %s", name, why)));
+	}
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static char *
+prom_label(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; *s; s++)
+	{
+		if (*s == '\\' || *s == '"')
+			appendStringInfoChar(&buf, '\\');
+		if (*s == '\n')
+		{
+			appendStringInfoString(&buf, "\\n");
+			continue;
+		}
+		appendStringInfoChar(&buf, *s);
+	}
+	return buf.data;
+}
+
+static void
+prom_family(StringInfo out, const char *name, const char *type, const char *help)
+{
+	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+Datum
+zdm_metrics(PG_FUNCTION_ARGS)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	SPI_connect();
+
+	SPI_execute("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
+				true, 0);
+	prom_family(&out, "zdm_api_requests", "gauge",
+				"Requests per API version over zdm.gate_window.");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_api_requests{version=\"%s\"} %s\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+	prom_family(&out, "zdm_api_request_share", "gauge",
+				"Share of requests per API version over zdm.gate_window (0 to 1).");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_api_request_share{version=\"%s\"} %s\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+
+	SPI_execute("SELECT name, phase, rows_done, coalesce(rows_per_sec, 0), (throttle_reason IS NOT NULL)::int"
+				"  FROM zdm.status ORDER BY name", true, 0);
+	prom_family(&out, "zdm_migration_phase", "gauge",
+				"1 for the phase each migration is in.");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_migration_phase{migration=\"%s\",phase=\"%s\"} 1\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+	prom_family(&out, "zdm_backfill_rows_total", "counter",
+				"Rows each migration's backfill has converted.");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_backfill_rows_total{migration=\"%s\"} %s\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+	prom_family(&out, "zdm_backfill_rows_per_second", "gauge",
+				"Recent backfill rate of each migration.");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_backfill_rows_per_second{migration=\"%s\"} %s\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4));
+	prom_family(&out, "zdm_backfill_throttled", "gauge",
+				"1 while a migration's backfill waits for a health signal.");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&out, "zdm_backfill_throttled{migration=\"%s\"} %s\n",
+						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5));
+
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+}
