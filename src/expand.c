@@ -859,6 +859,15 @@ has_views(ExpandState *st, TableWork *tw)
 		(tw->hidden_in_new != NIL || tw->new_physical != NIL);
 }
 
+/* Is there a view of the table in the version's schema already? */
+static bool
+view_exists(TableWork *tw, const char *version)
+{
+	Oid			nsp = get_namespace_oid(version, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(tw->name, nsp));
+}
+
 static char *
 view_name(TableWork *tw, const char *version)
 {
@@ -1330,10 +1339,12 @@ expand_apply(ExpandState *st)
 			/* Each version's view of the table, replacing an older one. */
 			if (st->version_old)
 			{
-				steps = lappend(steps, psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_old)));
+				if (view_exists(tw, st->version_old))
+					steps = lappend(steps, psprintf("DROP VIEW %s", view_name(tw, st->version_old)));
 				steps = lappend(steps, view_sql(tw, st->version_old, false));
 			}
-			steps = lappend(steps, psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_new)));
+			if (view_exists(tw, st->version_new))
+				steps = lappend(steps, psprintf("DROP VIEW %s", view_name(tw, st->version_new)));
 			steps = lappend(steps, view_sql(tw, st->version_new, true));
 		}
 		foreach(lc2, steps)
