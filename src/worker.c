@@ -3,7 +3,8 @@
  * worker.c
  *	  The background backfill: one worker per database, and a launcher.
  *
- * A backfill worker serves one database.  It loops over the migrations
+ * A backfill worker serves one database.  Each round it first flushes the
+ * database's client-version counts (telemetry.c), then it loops over the migrations
  * whose backfill was handed to it (zdm.start_backfill), oldest-served
  * first, one batch at a time, each batch in its own transaction:
  *
@@ -353,6 +354,9 @@ worker_round(MemoryContext round_cxt)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		/* Client-version counts from shared memory into zdm.api_traffic. */
+		if (OidIsValid(get_extension_oid("zdm", true)))
+			zdm_telemetry_flush();
 		item = next_item(round_cxt);
 		if (item != NULL)
 		{
