@@ -351,12 +351,22 @@ worker_round(MemoryContext round_cxt)
 	MemoryContextReset(round_cxt);
 	PG_TRY();
 	{
+		/*
+		 * Client-version counts from shared memory into zdm.api_traffic, in
+		 * a transaction of their own: a failing batch must not lose them.
+		 */
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		/* Client-version counts from shared memory into zdm.api_traffic. */
 		if (OidIsValid(get_extension_oid("zdm", true)))
 			zdm_telemetry_flush();
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
 		item = next_item(round_cxt);
 		if (item != NULL)
 		{
