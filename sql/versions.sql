@@ -18,6 +18,9 @@ SELECT zdm.use_version('v4');
 SHOW zdm.api_version;
 SELECT * FROM vs_orders ORDER BY id;
 INSERT INTO vs_orders (id, customer, status) VALUES (3, 'c', 'DELIVERED');
+-- A v4 update of a row the backfill has not reached converts it.
+UPDATE vs_orders SET customer = 'a, via v4' WHERE id = 1;
+SELECT * FROM vs_orders WHERE id = 1;
 -- Declared v4, the trigger takes even a write of both columns as v4's.
 UPDATE public.vs_orders SET legacy_status = 'x', status = 'CANCELLED' WHERE id = 2;
 SELECT zdm.use_version('v3');

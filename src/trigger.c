@@ -409,14 +409,23 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 
 			if (side != 0 && r->up && r->down)
 			{
-				/* Both directions known: follow the declared version. */
-				if (side == 1 && (!is_update || written(td, tuple, r->old_att) ||
-								  any_written(td, tuple, r->n_up_deps, r->up_deps) ||
-								  slot->tts_isnull[r->new_att - 1]))
+				bool		unconverted = slot->tts_isnull[r->new_att - 1];
+
+				/*
+				 * Both directions known: follow the declared version.  A new
+				 * client's write that leaves the new column NULL (an update of
+				 * a row the backfill has not reached, an insert relying on the
+				 * old column's default) is converted like an old one's.
+				 */
+				if (side == 1 && (!is_update || unconverted || written(td, tuple, r->old_att) ||
+								  any_written(td, tuple, r->n_up_deps, r->up_deps)))
 					apply(state, r->up, r->new_att, replaced);
-				else if (side == 2 && (!is_update || written(td, tuple, r->new_att) ||
-									   any_written(td, tuple, r->n_down_deps, r->down_deps)))
+				else if (side == 2 && !unconverted &&
+						 (!is_update || written(td, tuple, r->new_att) ||
+						  any_written(td, tuple, r->n_down_deps, r->down_deps)))
 					apply(state, r->down, r->old_att, replaced);
+				else if (side == 2 && unconverted && !written(td, tuple, r->new_att))
+					apply(state, r->up, r->new_att, replaced);
 				continue;
 			}
 			if (!is_update)

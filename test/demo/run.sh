@@ -24,7 +24,7 @@ BATCH=${ZDM_DEMO_BATCH:-5000}
 PORT=${ZDM_DEMO_PORT:-5499}
 CLIENT_PAUSE=${ZDM_DEMO_CLIENT_PAUSE:-0.02}  # seconds between a client's transactions
 MIGRATION=001_orders_status_enum
-DEFINITION='{"operations":[{"alter_column":{"table":"orders","column":"legacy_status","name":"status_enum","type":"order_status","nullable":false,"up":"legacy_status::order_status","down":"status_enum::text"}}]}'
+DEFINITION='{"versions":{"old":"v3","new":"v4"},"operations":[{"alter_column":{"table":"orders","column":"legacy_status","name":"status_enum","type":"order_status","nullable":false,"up":"legacy_status::order_status","down":"status_enum::text"}}]}'
 
 say() { printf '%s\n' "$*"; }
 phase() { printf '\n== %s\n' "$*"; }
@@ -119,6 +119,8 @@ client_loop() {
         v3) column=legacy_status ;;
         v4) column=status_enum ;;
     esac
+    # Each client declares its API version, as a pooler's role setting would.
+    echo "SET zdm.api_version = '$version';"
     while [ ! -e "$DIR/stop-$version" ]; do
         i=$((i + 1))
         s=${STATUSES[RANDOM % 5]}
@@ -185,7 +187,7 @@ clients_mark
 read -r applied expand_ms <<<"$(timed "zdm.expand('$MIGRATION', '$DEFINITION')")" || die "expand"
 [ "$applied" = t ] || die "expand returned '$applied' on a fresh database"
 say "zdm.expand('$MIGRATION') = $applied in $expand_ms ms"
-show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position"
+show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'orders' ORDER BY ordinal_position"
 # A second instance starting up with the same migration skips it.
 again=$(sql -c "SELECT zdm.expand('$MIGRATION', '$DEFINITION')" 2>&1 | tr '\n' ' ')
 say "a second zdm.expand of the same migration: $again"
@@ -242,12 +244,23 @@ stop_client v3
 v3_total=$(client_tx v3); v3_errors=$(client_err v3)
 say "v3 client stopped: $v3_total transactions, $v3_errors errors in all"
 
+phase "the gate: contract waits for v3 traffic to fall below 1%"
+show -c "SELECT zdm.routing_map()"
+# The load balancer reports what it routed (zdm.record_traffic); with
+# shared_preload_libraries zdm would also count the clients' statements.
+sql -c "SELECT zdm.record_traffic('v3', 3000), zdm.record_traffic('v4', 7000)" >/dev/null || die "record_traffic"
+show -c "SELECT version, requests, share, sources FROM zdm.api_version_distribution"
+refusal=$(sql -c "SELECT zdm.contract('$MIGRATION')" 2>&1) && die "contract was not refused at 30% v3 traffic"
+say "refused: ${refusal#ERROR:  }"
+sql -c "SELECT zdm.record_traffic('v4', 990000)" >/dev/null || die "record_traffic"
+show -c "SELECT version, requests, share, sources FROM zdm.api_version_distribution"
+
 phase "contract (the v4 client keeps writing)"
 clients_mark
 read -r contracted contract_ms <<<"$(timed "zdm.contract('$MIGRATION')")" || die "contract"
 say "zdm.contract('$MIGRATION') = $contracted in $contract_ms ms"
 [ "$contracted" = t ] || die "contract returned '$contracted'"
-show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position"
+show -c "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'orders' ORDER BY ordinal_position"
 show -c "SELECT tgname FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal"
 sleep 2
 clients_report
