@@ -29,6 +29,7 @@
 #   ROWS=100000 ROUNDS=1 make bench     # a quick run
 #   ZDM_BENCH_VARIANTS="plain floor zdm plpgsql pgroll pgroll2" make bench
 #   ZDM_BENCH_PERF=1 make bench         # also profile zdm's INSERT and UPDATE
+#   ZDM_BENCH_PRELOAD=1 make bench      # with shared_preload_libraries = 'zdm'
 #
 # A throwaway cluster lives under ./tmp/bench (server.log, results.tsv,
 # report.txt, the psql output of every run); it is stopped and its data
@@ -59,7 +60,16 @@ say "== build and install"
 mkdir -p "$ZDM_ROOT/tmp"
 zdm_build_install >"$ZDM_ROOT/tmp/bench-build.log" 2>&1 ||
     { tail -n 50 "$ZDM_ROOT/tmp/bench-build.log"; die "build or install (log: tmp/bench-build.log)"; }
-say "zdm built and installed"
+# What is measured: the commit, whether the tree had uncommitted changes,
+# and the installed library (others installing a different build while
+# the benchmark runs would make its rounds measure different code).
+ZDM_SO=$("$PG_CONFIG" --pkglibdir)/zdm.so
+so_sum() { md5sum "$ZDM_SO" 2>/dev/null | cut -c1-12; }
+so_at_start=$(so_sum)
+src=$(git -C "$ZDM_ROOT" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
+dirty=$(git -C "$ZDM_ROOT" status --porcelain -- src sql Makefile zdm.control 2>/dev/null | wc -l)
+[ "$dirty" -eq 0 ] || src+=" + uncommitted changes to $dirty files (src, sql, Makefile, control)"
+say "zdm built and installed: $src, $ZDM_SO md5 $so_at_start"
 
 DIR=$(zdm_workdir bench)
 export ZDM_PG_HOME=$DIR
@@ -93,6 +103,9 @@ max_wal_size = 8GB
 checkpoint_timeout = 1h
 autovacuum = off
 CONF
+# ZDM_BENCH_PRELOAD=1: zdm in shared_preload_libraries (its telemetry
+# hooks then run in every session, the plain variant's too).
+[ -z "${ZDM_BENCH_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
 as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
@@ -105,13 +118,16 @@ psql_bench -v clk_tck="$(getconf CLK_TCK)" -f "$BENCH/setup.sql" >"$DIR/setup.ou
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 say "PostgreSQL $(psql_bench -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu}), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM"
-say "$ROWS rows, $ROUNDS rounds, variants: ${VARIANTS[*]}; work dir $DIR"
+say "$ROWS rows, $ROUNDS rounds, variants: ${VARIANTS[*]}; shared_preload_libraries '$(psql_bench -c 'SHOW shared_preload_libraries')'; work dir $DIR"
 
 # Run variant $1 on $2 rows (run $3); print "insert_ms update_ms
 # insert_cpu_ms update_cpu_ms".
+# The previous table goes in a session of its own, so that only the zdm
+# variant's session loads zdm (rolling a migration back loads it too).
 run_variant() {
     local variant=$1 rows=$2 out=$DIR/$1-$3.out result
-    psql_bench -v rows="$rows" -f "$BENCH/$variant.sql" >"$out" 2>&1 ||
+    psql_bench -c 'SELECT bench.reset()' >"$out" 2>&1 || { cat "$out"; die "bench.reset()"; }
+    psql_bench -v rows="$rows" -f "$BENCH/$variant.sql" >>"$out" 2>&1 ||
         { cat "$out"; die "$variant.sql (round $3)"; }
     result=$(awk '$1 == "RESULT" { print $3, $4, $5, $6 }' "$out")
     [ -n "$result" ] || { cat "$out"; die "$variant.sql printed no RESULT line"; }
@@ -145,6 +161,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     say "$line"
 done
 say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+[ "$(so_sum)" = "$so_at_start" ] ||
+    say "WARNING: $ZDM_SO changed during the rounds (someone installed another build): the figures mix two builds"
 
 # Median (or, with $3 = min, the minimum) of column $2 of results.tsv
 # (3 = insert ms, 4 = update ms, 5 and 6 the same in backend CPU ms) over
