@@ -458,7 +458,14 @@ zdm_backfill_batch(const char *name, int32 batch)
 
 	if (rows == 0)
 	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(name)};
+
 		write_checkpoint(name, idx, NULL, 0, 0, 0, 0);
+		/* Done: the worker has nothing left to do for it. */
+		SPI_execute_with_args("UPDATE zdm.migrations SET worker_requested = false, paused = false,"
+							  " throttle_reason = NULL WHERE name = $1",
+							  1, types, values, NULL, false, 0);
 		zdm_migration_set_phase(name, "backfilled", NULL);
 	}
 	return rows;

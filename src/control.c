@@ -198,6 +198,12 @@ zdm_pause(PG_FUNCTION_ARGS)
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
 	require_backfillable(&m, "pause");
+	if (strcmp(m.phase, "backfilled") == 0)
+	{
+		ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", name)));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
 	zdm_worker_flags(name, &requested, &paused);
 	if (!requested)
 		ereport(ERROR,
@@ -227,6 +233,12 @@ zdm_resume(PG_FUNCTION_ARGS)
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
 	require_backfillable(&m, "resume");
+	if (strcmp(m.phase, "backfilled") == 0)
+	{
+		ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", name)));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
 	zdm_worker_flags(name, &requested, &paused);
 	if (!requested || !paused)
 	{

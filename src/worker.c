@@ -330,14 +330,29 @@ serve(WorkItem *item)
 	return rows > 0 ? sleep_ms : 0;
 }
 
+/*
+ * Sleep ms, whatever sets the latch meanwhile: a new process starts with
+ * its latch set, and a reload or a signal sets it again; each would
+ * otherwise cut a rate limit's pause short.
+ */
 static void
 worker_sleep(long ms)
 {
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	while (ms > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+	}
 }
 
 /* One round: pick a migration and serve it.  false: nothing to do. */
