@@ -31,9 +31,11 @@
 #   ZDM_BENCH_PERF=1 make bench         # also profile zdm's INSERT and UPDATE
 #   ZDM_BENCH_PRELOAD=1 make bench      # with shared_preload_libraries = 'zdm'
 #
-# A throwaway cluster lives under ./tmp/bench (server.log, results.tsv,
-# report.txt, the psql output of every run); it is stopped and its data
-# directory removed at the end, whatever happens (ZDM_BENCH_KEEP=1 keeps it).
+# zdm is built in the work tree and installed into a private copy of
+# PostgreSQL under ./tmp/bench/pg, from which a throwaway cluster runs
+# (./tmp/bench: server.log, results.tsv, report.txt, the psql output of
+# every run).  The cluster is stopped and its data directory and the copy
+# removed at the end, whatever happens (ZDM_BENCH_KEEP=1 keeps them).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ZDM_ROOT"
@@ -56,21 +58,6 @@ for v in "${VARIANTS[@]}"; do
     [ -f "$ZDM_ROOT/test/bench/$v.sql" ] || die "no variant $v (test/bench/$v.sql)"
 done
 
-say "== build and install"
-mkdir -p "$ZDM_ROOT/tmp"
-zdm_build_install >"$ZDM_ROOT/tmp/bench-build.log" 2>&1 ||
-    { tail -n 50 "$ZDM_ROOT/tmp/bench-build.log"; die "build or install (log: tmp/bench-build.log)"; }
-# What is measured: the commit, whether the tree had uncommitted changes,
-# and the installed library (others installing a different build while
-# the benchmark runs would make its rounds measure different code).
-ZDM_SO=$("$PG_CONFIG" --pkglibdir)/zdm.so
-so_sum() { md5sum "$ZDM_SO" 2>/dev/null | cut -c1-12; }
-so_at_start=$(so_sum)
-src=$(git -C "$ZDM_ROOT" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
-dirty=$(git -C "$ZDM_ROOT" status --porcelain -- src sql Makefile zdm.control 2>/dev/null | wc -l)
-[ "$dirty" -eq 0 ] || src+=" + uncommitted changes to $dirty files (src, sql, Makefile, control)"
-say "zdm built and installed: $src, $ZDM_SO md5 $so_at_start"
-
 DIR=$(zdm_workdir bench)
 export ZDM_PG_HOME=$DIR
 DATA=$DIR/data
@@ -82,15 +69,38 @@ mkdir -p "$SOCK" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$SOCK"; }
 server_started=
 cleanup() {
     if [ -n "$server_started" ]; then
-        as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
     fi
     [ "$SOCK" = "$DIR/sock" ] || rm -rf "$SOCK"
-    [ -n "${ZDM_BENCH_KEEP:-}" ] || rm -rf "$DATA"
+    [ -n "${ZDM_BENCH_KEEP:-}" ] || rm -rf "$DATA" "$STAGE"
 }
 trap cleanup EXIT
 
+# The cluster runs from a private copy of PostgreSQL's installation under
+# $DIR/pg, with zdm installed into it (make install DESTDIR=...): whoever
+# installs another zdm build system-wide meanwhile (a test run, say) does
+# not change the code under measurement, and the benchmark changes nothing
+# outside $DIR.  PostgreSQL finds its lib and share directories relative to
+# the binary, so the copy works as it is.
+say "== build and install"
+STAGE=$DIR/pg
+for d in "$("$PG_CONFIG" --bindir)" "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)"; do
+    mkdir -p "$STAGE$d"
+    cp -a "$d/." "$STAGE$d/"
+done
+PGBIN=$STAGE$("$PG_CONFIG" --bindir)
+{ make -C "$ZDM_ROOT" PG_CONFIG="$PG_CONFIG" &&
+  make -C "$ZDM_ROOT" PG_CONFIG="$PG_CONFIG" DESTDIR="$STAGE" install; } >"$DIR/build.log" 2>&1 ||
+    { tail -n 50 "$DIR/build.log"; die "build or install (log: $DIR/build.log)"; }
+# What is measured: the commit, and whether the tree had uncommitted changes.
+src=$(git -C "$ZDM_ROOT" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
+dirty=$(git -C "$ZDM_ROOT" status --porcelain -- src sql Makefile zdm.control 2>/dev/null | wc -l)
+[ "$dirty" -eq 0 ] || src+=" + uncommitted changes to $dirty files (src, sql, Makefile, control)"
+say "zdm built and installed into $STAGE: $src, zdm.so md5 $(md5sum "$STAGE$("$PG_CONFIG" --pkglibdir)/zdm.so" | cut -c1-12)"
+
+
 say "== cluster"
-as_pg "$ZDM_PG_BINDIR/initdb" -D "$DATA" -U postgres -A trust --no-locale -E UTF8 \
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres -A trust --no-locale -E UTF8 \
     >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log"; die "initdb"; }
 # Room for the whole table in shared buffers, no checkpoint or autovacuum
 # in the middle of a timed statement (the script runs both between them).
@@ -106,13 +116,15 @@ CONF
 # ZDM_BENCH_PRELOAD=1: zdm in shared_preload_libraries (its telemetry
 # hooks then run in every session, the plain variant's too).
 [ -z "${ZDM_BENCH_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
-as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
+as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
-as_pg "$ZDM_PG_BINDIR/createdb" -h "$SOCK" -p "$PORT" bench
+as_pg "$PGBIN/createdb" -h "$SOCK" -p "$PORT" bench
+libdir=$(as_pg "$PGBIN/psql" -X -At -h "$SOCK" -p "$PORT" -d bench -c "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
+[[ $libdir == "$STAGE"/* ]] || die "the server loads extensions from $libdir, not from the copy under $STAGE"
 
 psql_bench() {
-    as_pg "$ZDM_PG_BINDIR/psql" -X -q -At -h "$SOCK" -p "$PORT" -d bench -v ON_ERROR_STOP=1 "$@"
+    as_pg "$PGBIN/psql" -X -q -At -h "$SOCK" -p "$PORT" -d bench -v ON_ERROR_STOP=1 "$@"
 }
 psql_bench -v clk_tck="$(getconf CLK_TCK)" -f "$BENCH/setup.sql" >"$DIR/setup.out" 2>&1 || { cat "$DIR/setup.out"; die "setup.sql"; }
 
@@ -161,8 +173,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     say "$line"
 done
 say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
-[ "$(so_sum)" = "$so_at_start" ] ||
-    say "WARNING: $ZDM_SO changed during the rounds (someone installed another build): the figures mix two builds"
 
 # Median (or, with $3 = min, the minimum) of column $2 of results.tsv
 # (3 = insert ms, 4 = update ms, 5 and 6 the same in backend CPU ms) over
