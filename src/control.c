@@ -146,6 +146,16 @@ require_backfillable(ZdmMigration *m, const char *what)
 				 errhint("Backfill runs between zdm.expand() and zdm.contract().")));
 }
 
+/* A backfilled migration needs no worker: say so (NOTICE), true. */
+static bool
+already_backfilled(ZdmMigration *m)
+{
+	if (strcmp(m->phase, "backfilled") != 0)
+		return false;
+	ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", m->name)));
+	return true;
+}
+
 static void
 set_flags(const char *name, const char *assignments)
 {
@@ -167,9 +177,8 @@ zdm_start_backfill(PG_FUNCTION_ARGS)
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
 	require_backfillable(&m, "start");
-	if (strcmp(m.phase, "backfilled") == 0)
+	if (already_backfilled(&m))
 	{
-		ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", name)));
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
@@ -198,9 +207,8 @@ zdm_pause(PG_FUNCTION_ARGS)
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
 	require_backfillable(&m, "pause");
-	if (strcmp(m.phase, "backfilled") == 0)
+	if (already_backfilled(&m))
 	{
-		ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", name)));
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
@@ -233,9 +241,8 @@ zdm_resume(PG_FUNCTION_ARGS)
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
 	require_backfillable(&m, "resume");
-	if (strcmp(m.phase, "backfilled") == 0)
+	if (already_backfilled(&m))
 	{
-		ereport(NOTICE, (errmsg("migration \"%s\" is already backfilled", name)));
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}

@@ -215,10 +215,25 @@ prom_label(const char *s)
 	return buf.data;
 }
 
+/*
+ * One metric family from the last SPI result: label values from column
+ * 1 (and 2 when label2 is given), the value from column valcol.
+ */
 static void
-prom_family(StringInfo out, const char *name, const char *type, const char *help)
+prom_family(StringInfo out, const char *name, const char *type, const char *help,
+			const char *label, const char *label2, int valcol)
 {
 	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		appendStringInfo(out, "%s{%s=\"%s\"", name, label, prom_label(SPI_getvalue(tup, desc, 1)));
+		if (label2)
+			appendStringInfo(out, ",%s=\"%s\"", label2, prom_label(SPI_getvalue(tup, desc, 2)));
+		appendStringInfo(out, "} %s\n", valcol > 0 ? SPI_getvalue(tup, desc, valcol) : "1");
+	}
 }
 
 Datum
@@ -232,44 +247,20 @@ zdm_metrics(PG_FUNCTION_ARGS)
 	SPI_execute("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
 				true, 0);
 	prom_family(&out, "zdm_api_requests", "gauge",
-				"Requests per API version over zdm.gate_window.");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_api_requests{version=\"%s\"} %s\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+				"Requests per API version over zdm.gate_window.", "version", NULL, 2);
 	prom_family(&out, "zdm_api_request_share", "gauge",
-				"Share of requests per API version over zdm.gate_window (0 to 1).");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_api_request_share{version=\"%s\"} %s\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+				"Share of requests per API version over zdm.gate_window (0 to 1).", "version", NULL, 3);
 
 	SPI_execute("SELECT name, phase, rows_done, coalesce(rows_per_sec, 0), (throttle_reason IS NOT NULL)::int"
 				"  FROM zdm.status ORDER BY name", true, 0);
 	prom_family(&out, "zdm_migration_phase", "gauge",
-				"1 for the phase each migration is in.");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_migration_phase{migration=\"%s\",phase=\"%s\"} 1\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+				"1 for the phase each migration is in.", "migration", "phase", 0);
 	prom_family(&out, "zdm_backfill_rows_total", "counter",
-				"Rows each migration's backfill has converted.");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_backfill_rows_total{migration=\"%s\"} %s\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+				"Rows each migration's backfill has converted.", "migration", NULL, 3);
 	prom_family(&out, "zdm_backfill_rows_per_second", "gauge",
-				"Recent backfill rate of each migration.");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_backfill_rows_per_second{migration=\"%s\"} %s\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4));
+				"Recent backfill rate of each migration.", "migration", NULL, 4);
 	prom_family(&out, "zdm_backfill_throttled", "gauge",
-				"1 while a migration's backfill waits for a health signal.");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		appendStringInfo(&out, "zdm_backfill_throttled{migration=\"%s\"} %s\n",
-						 prom_label(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5));
+				"1 while a migration's backfill waits for a health signal.", "migration", NULL, 5);
 
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));
