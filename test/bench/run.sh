@@ -158,7 +158,7 @@ for v in "${VARIANTS[@]}"; do
     fi
 done
 
-say "== $ROUNDS rounds"
+say "== $ROUNDS rounds (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
 printf 'round\tvariant\tinsert_ms\tupdate_ms\tinsert_cpu_ms\tupdate_cpu_ms\n' >"$DIR/results.tsv"
 t0=$(zdm_now)
 n=${#VARIANTS[@]}
@@ -172,7 +172,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
     say "$line"
 done
-say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s (load average after: $(cut -d' ' -f1-3 /proc/loadavg);" \
+    "other work on the machine slows the rounds it overlaps)"
 
 # Median (or, with $3 = min, the minimum) of column $2 of results.tsv
 # (3 = insert ms, 4 = update ms, 5 and 6 the same in backend CPU ms) over

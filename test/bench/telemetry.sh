@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# test/bench/telemetry.sh: what counting requests per API version costs.
+#
+# pgbench's select-only workload (pgbench -S: one primary-key SELECT per
+# transaction, the cheapest statement there is, so the per-statement cost
+# of counting weighs the most) on a throwaway cluster with
+# shared_preload_libraries = 'zdm', every session declaring version v4
+# (PGOPTIONS='-c zdm.api_version=v4': all of them count into the same
+# slot, the worst case for the shared counter).  Variants:
+#
+#   off    zdm.count_traffic = off (ALTER SYSTEM + reload): the hooks run,
+#          nothing is counted: the baseline the target is measured against
+#   on     zdm.count_traffic = on, the default: every statement counted,
+#          the worker flushing to zdm.api_traffic every 10 s (the default
+#          zdm.launcher_naptime)
+#   none   (TELEMETRY_NONE=1, the default) the server restarted without
+#          shared_preload_libraries: no hooks at all
+#
+# Each run is preceded by an unmeasured warm-up run of WARMUP seconds
+# (shared buffers after a restart, the plan cache of new sessions).  The
+# variants run ROUNDS times, interleaved, the order rotating each round;
+# the figures are the median TPS of each variant, its ratio to off, and
+# the median of the per-round ratios on/off (rounds next to each other in
+# time, so slow drifts of the machine cancel out).  The target: on/off
+# at least 0.98.  At the end the requests counted under v4 are checked
+# against the transactions pgbench reported for the runs with counting
+# on, so that a benchmark that counts nothing cannot pass.
+#
+#   bash test/bench/telemetry.sh
+#   DURATION=10 ROUNDS=3 TELEMETRY_NONE=0 bash test/bench/telemetry.sh   # quick
+#   SCALE=10 CLIENTS=8 THREADS=2 DURATION=30 ROUNDS=5 ...                 # the defaults
+#
+# zdm is built in the work tree and installed into a private copy of
+# PostgreSQL under ./tmp/bench-telemetry/pg (as run.sh does), from which
+# the cluster runs on port 5497 (TELEMETRY_PORT).  Logs, results.tsv and
+# report.txt stay in ./tmp/bench-telemetry; the data directory and the
+# copy are removed at the end (TELEMETRY_KEEP=1 keeps them).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+cd "$ZDM_ROOT"
+export PGUSER=postgres
+
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-30}
+WARMUP=${WARMUP:-5}
+ROUNDS=${ROUNDS:-5}
+PORT=${TELEMETRY_PORT:-5497}
+VARIANTS=(off on)
+[ "${TELEMETRY_NONE:-1}" = 0 ] || VARIANTS+=(none)
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'bench FAILED: %s\n' "$*" >&2; exit 1; }
+
+for v in SCALE CLIENTS THREADS DURATION WARMUP ROUNDS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
+
+DIR=$(zdm_workdir bench-telemetry)
+export ZDM_PG_HOME=$DIR
+DATA=$DIR/data
+SOCK=$DIR/sock
+[ ${#SOCK} -lt 80 ] || SOCK=$(mktemp -d /tmp/zdm-telemetry-sock.XXXXXX)
+mkdir -p "$SOCK" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$SOCK"; }
+
+STAGE=$DIR/pg
+server_started=
+cleanup() {
+    if [ -n "$server_started" ]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    [ "$SOCK" = "$DIR/sock" ] || rm -rf "$SOCK"
+    [ -n "${TELEMETRY_KEEP:-}" ] || rm -rf "$DATA" "$STAGE"
+}
+trap cleanup EXIT
+
+# A private copy of PostgreSQL with zdm installed into it: a system-wide
+# install by someone else meanwhile does not change what is measured.
+say "== build and install"
+for d in "$("$PG_CONFIG" --bindir)" "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)"; do
+    mkdir -p "$STAGE$d"
+    cp -a "$d/." "$STAGE$d/"
+done
+PGBIN=$STAGE$("$PG_CONFIG" --bindir)
+{ make -C "$ZDM_ROOT" PG_CONFIG="$PG_CONFIG" &&
+  make -C "$ZDM_ROOT" PG_CONFIG="$PG_CONFIG" DESTDIR="$STAGE" install; } >"$DIR/build.log" 2>&1 ||
+    { tail -n 50 "$DIR/build.log"; die "build or install (log: $DIR/build.log)"; }
+src=$(git -C "$ZDM_ROOT" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
+dirty=$(git -C "$ZDM_ROOT" status --porcelain -- src sql Makefile zdm.control 2>/dev/null | wc -l)
+[ "$dirty" -eq 0 ] || src+=" + uncommitted changes to $dirty files (src, sql, Makefile, control)"
+say "zdm built and installed into $STAGE: $src"
+
+say "== cluster"
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres -A trust --no-locale -E UTF8 \
+    >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log"; die "initdb"; }
+# The whole data set in shared buffers; no autovacuum or checkpoint in
+# the middle of a run.  Everything else is PostgreSQL's default.
+cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PORT
+shared_buffers = 512MB
+checkpoint_timeout = 1h
+max_wal_size = 4GB
+autovacuum = off
+shared_preload_libraries = 'zdm'
+CONF
+
+mode=
+# Start the server with ($1 = preload) or without ($1 = none) zdm preloaded.
+server() {
+    [ "$mode" != "$1" ] || return 0
+    if [ -n "$server_started" ]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+        server_started=
+    fi
+    local opts="-k $SOCK"
+    [ "$1" = preload ] || opts+=" -c shared_preload_libraries="
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "$opts" start >/dev/null ||
+        { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
+    server_started=1
+    mode=$1
+}
+
+psql_bench() {
+    as_pg "$PGBIN/psql" -X -q -At -h "$SOCK" -p "$PORT" -d bench -v ON_ERROR_STOP=1 "$@"
+}
+
+server preload
+as_pg "$PGBIN/createdb" -h "$SOCK" -p "$PORT" bench
+libdir=$(psql_bench -c "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
+[[ $libdir == "$STAGE"/* ]] || die "the server loads extensions from $libdir, not from the copy under $STAGE"
+psql_bench -c 'CREATE EXTENSION zdm'
+as_pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -i -q -s "$SCALE" bench >"$DIR/pgbench-init.log" 2>&1 ||
+    { cat "$DIR/pgbench-init.log"; die "pgbench -i"; }
+psql_bench -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+say "PostgreSQL $(psql_bench -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu})"
+say "pgbench -S -s $SCALE -c $CLIENTS -j $THREADS -T $DURATION (warm-up $WARMUP s), $ROUNDS rounds: ${VARIANTS[*]}"
+
+# Set up variant $1: the server mode and zdm.count_traffic.
+prepare() {
+    case $1 in
+        none) server none ;;
+        off | on)
+            server preload
+            psql_bench -c "ALTER SYSTEM SET zdm.count_traffic = $1" -c 'SELECT pg_reload_conf()' >/dev/null
+            [ "$(psql_bench -c 'SHOW zdm.count_traffic')" = "$1" ] ||
+                die "zdm.count_traffic did not become $1"
+            ;;
+    esac
+}
+
+# Transactions counted while counting was on: the check at the end.
+counted_tx=0
+# Run pgbench for $2 seconds (variant $1, output to $3); print its TPS.
+run_pgbench() {
+    local variant=$1 seconds=$2 out=$3 tps tx
+    as_pg env PGOPTIONS='-c zdm.api_version=v4' "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" \
+        -n -S -c "$CLIENTS" -j "$THREADS" -T "$seconds" bench >"$out" 2>&1 ||
+        { cat "$out"; die "pgbench ($variant)"; }
+    tps=$(awk '/^tps = / { print $3; exit }' "$out")
+    tx=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$out")
+    [ -n "$tps" ] && [ -n "$tx" ] || { cat "$out"; die "no tps in pgbench's output ($variant)"; }
+    # pgbench also reads the scale: one more statement per run
+    [ "$variant" != on ] || counted_tx=$((counted_tx + tx + 1))
+    echo "$tps"
+}
+
+say "== $ROUNDS rounds"
+printf 'round\tvariant\ttps\n' >"$DIR/results.tsv"
+t0=$(zdm_now)
+n=${#VARIANTS[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+    line="round $r:"
+    for ((i = 0; i < n; i++)); do
+        v=${VARIANTS[(i + r - 1) % n]}
+        prepare "$v"
+        run_pgbench "$v" "$WARMUP" "$DIR/$v-$r-warmup.out" >/dev/null
+        tps=$(run_pgbench "$v" "$DURATION" "$DIR/$v-$r.out")
+        printf '%s\t%s\t%s\n' "$r" "$v" "$tps" >>"$DIR/results.tsv"
+        line+=" $v $(printf '%.0f' "$tps")"
+    done
+    say "$line tps"
+done
+say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+
+# The requests counted under v4, flushed or not, against pgbench's own count.
+prepare on
+counted=$(psql_bench -c "SELECT coalesce(sum(requests), 0) FROM zdm.api_version_distribution WHERE version = 'v4'")
+say "requests counted under v4: $counted; transactions pgbench ran with counting on: $counted_tx"
+[ "$counted" = "$counted_tx" ] || die "the counts do not match pgbench's transactions"
+
+median() {
+    sort -g | awk '{ x[NR] = $1 }
+        END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
+}
+tps_of() { awk -F'\t' -v v="$1" 'NR > 1 && $2 == v { print $3 }' "$DIR/results.tsv" | median; }
+# Median over the rounds of the ratio of variant $1 to off in the same round.
+paired() {
+    awk -F'\t' -v v="$1" 'NR > 1 { t[$1, $2] = $3; r[$1] = 1 }
+        END { for (k in r) if (t[k, "off"] > 0 && t[k, v] != "") print t[k, v] / t[k, "off"] }' \
+        "$DIR/results.tsv" | median
+}
+
+{
+    echo
+    echo "pgbench -S (scale $SCALE, $CLIENTS clients, $THREADS threads, ${DURATION} s runs): median of $ROUNDS rounds"
+    echo
+    printf '%-6s %10s %12s %16s\n' variant tps "ratio to off" "paired ratio"
+    off=$(tps_of off)
+    for v in "${VARIANTS[@]}"; do
+        printf '%-6s %10.0f %11.4fx %15.4fx\n' "$v" "$(tps_of "$v")" \
+            "$(awk -v a="$(tps_of "$v")" -v b="$off" 'BEGIN { print a / b }')" "$(paired "$v")"
+    done
+    echo
+    ratio=$(paired on)
+    if awk -v r="$ratio" 'BEGIN { exit !(r >= 0.98) }'; then
+        echo "counting on / off: ${ratio}x (target >= 0.98x): met"
+    else
+        echo "counting on / off: ${ratio}x (target >= 0.98x): NOT met"
+    fi
+} | tee "$DIR/report.txt"

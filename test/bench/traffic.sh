@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# test/bench/traffic.sh: what live traffic sees during a migration.
+#
+# pgbench's TPC-B-like script (8 clients, scale TRAFFIC_SCALE, every
+# transaction updates pgbench_accounts.abalance) runs for TRAFFIC_DURATION
+# seconds, three times, on identical copies of the same database:
+#
+#   none   no migration: the reference
+#   zdm    after TRAFFIC_MIGRATE_AT seconds, a whole zdm migration of
+#          pgbench_accounts: zdm.expand() of an add_column
+#          (abalance_cents bigint NOT NULL, up 'abalance::bigint * 100'),
+#          zdm.start_backfill() with the default settings (batch_time
+#          200ms, sleep_ratio 0.1, throttling on), wait for phase
+#          'backfilled', then zdm.contract().  From expand on, the
+#          dual-write trigger fires on every pgbench transaction.
+#   alter  after TRAFFIC_MIGRATE_AT seconds, the naive migration:
+#          ALTER TABLE pgbench_accounts ALTER COLUMN abalance TYPE bigint
+#          (a rewrite under ACCESS EXCLUSIVE; no lock_timeout)
+#
+# pgbench writes one log line per transaction (-l); from them come, per
+# second and for the whole run, the transactions per second and the 50th,
+# 99th percentile and maximum latency (nearest rank over every transaction
+# that completed in that second / in the run), and the failed ones.  The
+# figures are also given over the migration's window (expand to the end
+# of contract; ALTER start to end; for none, the zdm run's window).
+# One PNG per run (TPS and latency over time, phases marked) and one with
+# the three together go to test/bench/plots/.
+#
+#   bash test/bench/traffic.sh          # also run by make bench (after backfill.sh)
+#   TRAFFIC_DURATION=60 TRAFFIC_SCALE=10 bash test/bench/traffic.sh
+#   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order
+#   TRAFFIC_PRELOAD=1 ...               # shared_preload_libraries = 'zdm'
+#
+# The cluster lives under ./tmp/bench-backfill/traffic (port 5496; for
+# each run: pgbench's logs and output, marks.tsv, per_second.tsv); the data
+# directory is removed at the end (TRAFFIC_KEEP=1 keeps it).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+cd "$ZDM_ROOT"
+export PGUSER=postgres
+
+SCALE=${TRAFFIC_SCALE:-50}
+CLIENTS=${TRAFFIC_CLIENTS:-8}
+THREADS=${TRAFFIC_THREADS:-2}
+DURATION=${TRAFFIC_DURATION:-150}
+MIGRATE_AT=${TRAFFIC_MIGRATE_AT:-10}
+RUNS=(${TRAFFIC_RUNS:-none zdm alter})
+PORT=${TRAFFIC_PORT:-5496}
+PGBENCH=$ZDM_PG_BINDIR/pgbench
+BENCH=$ZDM_ROOT/test/bench
+PLOTS=$BENCH/plots
+MIGRATION='{"operations": [{"add_column": {"table": "pgbench_accounts", "up": "abalance::bigint * 100", "column": {"name": "abalance_cents", "type": "bigint", "nullable": false}}}]}'
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'traffic bench FAILED: %s\n' "$*" >&2; exit 1; }
+
+for v in SCALE CLIENTS THREADS DURATION MIGRATE_AT; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "TRAFFIC_$v must be a whole number"
+done
+[ "$MIGRATE_AT" -lt "$DURATION" ] || die "TRAFFIC_MIGRATE_AT must be less than TRAFFIC_DURATION"
+for r in "${RUNS[@]}"; do
+    case $r in none|zdm|alter) ;; *) die "no run $r (none zdm alter)";; esac
+done
+
+say "== traffic: build and install"
+mkdir -p "$ZDM_ROOT/tmp"
+zdm_build_install >"$ZDM_ROOT/tmp/bench-traffic-build.log" 2>&1 ||
+    { tail -n 50 "$ZDM_ROOT/tmp/bench-traffic-build.log"; die "build or install"; }
+ZDM_SO=$("$PG_CONFIG" --pkglibdir)/zdm.so
+src=$(git -C "$ZDM_ROOT" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
+dirty=$(git -C "$ZDM_ROOT" status --porcelain -- src sql Makefile zdm.control 2>/dev/null | wc -l)
+[ "$dirty" -eq 0 ] || src+=" + uncommitted changes to $dirty files (src, sql, Makefile, control)"
+say "zdm built and installed: $src, $ZDM_SO md5 $(md5sum "$ZDM_SO" | cut -c1-12)"
+
+mkdir -p "$ZDM_ROOT/tmp/bench-backfill"
+DIR=$(zdm_workdir bench-backfill/traffic)
+export ZDM_PG_HOME=$DIR
+DATA=$DIR/data
+SOCK=$DIR/sock
+[ ${#SOCK} -lt 80 ] || SOCK=$(mktemp -d /tmp/zdm-bench-traffic-sock.XXXXXX)
+mkdir -p "$SOCK" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$SOCK"; }
+
+server_started=
+migration_pid=
+pgbench_pid=
+cleanup() {
+    [ -z "$pgbench_pid" ] || kill "$pgbench_pid" 2>/dev/null || true
+    [ -z "$migration_pid" ] || kill "$migration_pid" 2>/dev/null || true
+    if [ -n "$server_started" ]; then
+        as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    [ "$SOCK" = "$DIR/sock" ] || rm -rf "$SOCK"
+    [ -n "${TRAFFIC_KEEP:-}" ] || rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+say "== traffic: cluster"
+as_pg "$ZDM_PG_BINDIR/initdb" -D "$DATA" -U postgres -A trust --no-locale -E UTF8 \
+    >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log"; die "initdb"; }
+# The database fits in shared buffers; no checkpoint inside a run (each
+# starts after a CHECKPOINT), so that none lands in one run and not in
+# another.  Autovacuum stays on, as in production.
+cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PORT
+shared_buffers = 2GB
+max_wal_size = 20GB
+checkpoint_timeout = 1h
+CONF
+[ -z "${TRAFFIC_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
+as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
+    { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
+server_started=1
+
+psql_db() {   # database, psql arguments
+    local db=$1; shift
+    as_pg "$ZDM_PG_BINDIR/psql" -X -q -At -h "$SOCK" -p "$PORT" -d "$db" -v ON_ERROR_STOP=1 "$@"
+}
+
+# One database initialised by pgbench; each run gets a file copy of it.
+say "== traffic: pgbench -i -s $SCALE (the template)"
+t0=$(zdm_now)
+as_pg "$ZDM_PG_BINDIR/createdb" -h "$SOCK" -p "$PORT" tpl
+as_pg "$PGBENCH" -i -q -s "$SCALE" -h "$SOCK" -p "$PORT" tpl >"$DIR/init.log" 2>&1 ||
+    { cat "$DIR/init.log"; die "pgbench -i"; }
+psql_db tpl -c 'CREATE EXTENSION zdm' -c 'CREATE EXTENSION pg_prewarm' -c 'VACUUM ANALYZE'
+say "initialised in $(zdm_elapsed "$t0" "$(zdm_now)") s: pgbench_accounts $(psql_db tpl -c "SELECT pg_size_pretty(pg_total_relation_size('pgbench_accounts'))"), $(psql_db tpl -c 'SELECT count(*) FROM pgbench_accounts') rows"
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+say "PostgreSQL $(psql_db tpl -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu}), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+say "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE; migration at ${MIGRATE_AT}s; runs: ${RUNS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
+
+now() { date +%s.%N; }
+
+# The zdm migration, in the background: marks.tsv gets "event epoch".
+zdm_migration() {
+    local db=$1 marks=$2
+    mark() { printf '%s\t%s\n' "$1" "$(now)" >>"$marks"; }
+    mark expand_start
+    [ "$(psql_db "$db" -c "SELECT zdm.expand('cents', '$MIGRATION')")" = t ] || { echo "expand did not apply"; return 1; }
+    mark expand_end
+    mark backfill_start
+    psql_db "$db" -c "SELECT zdm.start_backfill('cents')" >/dev/null
+    local phase=
+    while :; do
+        phase=$(psql_db "$db" -c "SELECT phase FROM zdm.status WHERE name = 'cents'")
+        case $phase in
+            backfilled) break ;;
+            expanded|backfilling) sleep 0.1 ;;
+            *) echo "migration is $phase: $(psql_db "$db" -c "SELECT last_error FROM zdm.status WHERE name = 'cents'")"; return 1 ;;
+        esac
+    done
+    # The exact end, as zdm recorded it.
+    printf 'backfill_end\t%s\n' "$(psql_db "$db" -c "SELECT extract(epoch FROM backfilled_at) FROM zdm.migrations WHERE name = 'cents'")" >>"$marks"
+    mark contract_start
+    [ "$(psql_db "$db" -c "SELECT zdm.contract('cents')")" = t ] || { echo "contract did not apply"; return 1; }
+    mark contract_end
+}
+
+alter_migration() {
+    local db=$1 marks=$2
+    printf 'alter_start\t%s\n' "$(now)" >>"$marks"
+    psql_db "$db" -c 'ALTER TABLE pgbench_accounts ALTER COLUMN abalance TYPE bigint'
+    printf 'alter_end\t%s\n' "$(now)" >>"$marks"
+}
+
+# Per-second figures of run $1 from its pgbench logs: "second tps p50_ms
+# p99_ms max_ms failed", every second of the run (0 transactions: "-").
+per_second() {
+    local run=$1 t0
+    t0=$(cat "$DIR/$run/t0")
+    cat "$DIR/$run"/pgbench_log.* |
+        awk -v t0="$t0" '{ end = $5 + $6 / 1e6 - t0; s = int(end); if (s < 0) s = 0
+                           if ($3 ~ /^[0-9]+$/) print s, $3 / 1000; else print s, "F" }' |
+        sort -k1,1n -k2,2g |
+        awk -v d="$DURATION" '
+            function flush() {
+                if (cur < 0) return
+                if (n > 0) {
+                    i50 = int(0.50 * n); if (i50 < 0.50 * n) i50++
+                    i99 = int(0.99 * n); if (i99 < 0.99 * n) i99++
+                    line[cur] = sprintf("%d %d %.3f %.3f %.3f %d", cur, n, x[i50], x[i99], x[n], f)
+                } else line[cur] = sprintf("%d 0 - - - %d", cur, f)
+            }
+            { if ($1 != cur) { flush(); cur = $1; n = 0; f = 0 }
+              if ($2 == "F") f++; else x[++n] = $2 }
+            BEGIN { cur = -1 }
+            END { flush()
+                  for (s = 0; s < d || (s in line); s++)
+                      print (s in line) ? line[s] : s " 0 - - - 0" }'
+}
+
+# Figures of run $1 over [from, to) seconds since its start: "n tps p50
+# p99 p999 max mean failed".
+stats() {
+    local run=$1 from=$2 to=$3 t0
+    t0=$(cat "$DIR/$run/t0")
+    cat "$DIR/$run"/pgbench_log.* |
+        awk -v t0="$t0" -v a="$from" -v b="$to" '{ end = $5 + $6 / 1e6 - t0
+                    if (end >= a && end < b) { if ($3 ~ /^[0-9]+$/) print $3 / 1000; else print "F" } }' |
+        sort -g |
+        awk -v span="$(awk -v a="$from" -v b="$to" 'BEGIN { print b - a }')" '
+            function at(p,  i) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return x[i] }
+            $1 == "F" { f++; next }
+            { x[++n] = $1; sum += $1 }
+            END { if (n == 0) { printf "0 0 - - - - - %d\n", f; exit }
+                  printf "%d %.1f %.2f %.2f %.2f %.2f %.2f %d\n", n, n / span, at(0.5), at(0.99), at(0.999), x[n], sum / n, f }'
+}
+
+mark_offset() {   # run, event: seconds since the run's start, or empty
+    local run=$1 ev=$2
+    [ -f "$DIR/$run/marks.tsv" ] || return 0
+    awk -F'\t' -v e="$ev" -v t0="$(cat "$DIR/$run/t0")" '$1 == e { printf "%.2f\n", $2 - t0 }' "$DIR/$run/marks.tsv"
+}
+
+# ---------- the runs ----------
+for run in "${RUNS[@]}"; do
+    say "== traffic: run $run"
+    RUN=$DIR/$run
+    mkdir -p "$RUN"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN"
+    db=run_$run
+    psql_db postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE tpl STRATEGY file_copy"
+    psql_db "$db" -c "SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['pgbench_accounts', 'pgbench_accounts_pkey', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history']::regclass[]) c" >/dev/null
+    psql_db "$db" -c CHECKPOINT
+    : >"$RUN/marks.tsv"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN/marks.tsv"
+    now >"$RUN/t0"
+    ( cd "$RUN" && as_pg "$PGBENCH" -n -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+        -P 1 -l --log-prefix="$RUN/pgbench_log" -h "$SOCK" -p "$PORT" "$db" ) >"$RUN/pgbench.out" 2>&1 &
+    pgbench_pid=$!
+    migration_rc=0
+    if [ "$run" != none ]; then
+        sleep "$MIGRATE_AT"
+        if [ "$run" = zdm ]; then
+            zdm_migration "$db" "$RUN/marks.tsv" >"$RUN/migration.out" 2>&1 &
+        else
+            alter_migration "$db" "$RUN/marks.tsv" >"$RUN/migration.out" 2>&1 &
+        fi
+        migration_pid=$!
+    fi
+    pgbench_rc=0
+    wait "$pgbench_pid" || pgbench_rc=$?
+    pgbench_pid=
+    if [ -n "$migration_pid" ]; then
+        if kill -0 "$migration_pid" 2>/dev/null; then
+            say "the migration was still running when pgbench ended; waiting for it"
+        fi
+        wait "$migration_pid" || migration_rc=$?
+        migration_pid=
+        [ "$migration_rc" -eq 0 ] || { cat "$RUN/migration.out"; die "the $run migration failed"; }
+    fi
+    echo "$pgbench_rc" >"$RUN/pgbench.rc"
+    grep -E '^(number of (transactions actually processed|failed transactions)|latency average|tps)' "$RUN/pgbench.out" | sed 's/^/  /' || true
+    [ "$pgbench_rc" -eq 0 ] || say "  pgbench exit status $pgbench_rc (errors during the run; see $RUN/pgbench.out)"
+    if [ -s "$RUN/marks.tsv" ]; then
+        say "  marks (s since start): $(awk -F'\t' -v t0="$(cat "$RUN/t0")" '{ printf "%s %.2f  ", $1, $2 - t0 }' "$RUN/marks.tsv")"
+    fi
+    if [ "$run" = zdm ]; then
+        # (After contract the trigger is gone: abalance_cents is the new
+        # version's column, and pgbench's later updates of abalance leave it.)
+        psql_db "$db" -c "SELECT '  after contract: abalance_cents NOT NULL ' || (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'pgbench_accounts'::regclass AND attname = 'abalance_cents') || ', triggers on pgbench_accounts: ' || (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pgbench_accounts'::regclass)"
+        psql_db "$db" -c "SELECT '  backfill: ' || rows_done || ' rows in ' || batches || ' batches, last batch ' || batch_size || ' rows, ' || round(extract(epoch FROM backfilled_at - (SELECT min(logged_at) FROM zdm.migration_log WHERE migration = 'cents' AND event = 'start_backfill'))::numeric, 1) || ' s' FROM zdm.status WHERE name = 'cents'"
+        psql_db "$db" -c "SELECT '  journal: ' || string_agg(event || coalesce(' ' || phase, '') || coalesce(' lock_wait_ms=' || round(lock_wait_ms::numeric, 1), '') || coalesce(' attempts=' || attempts, '') || coalesce(' ms=' || round(duration_ms::numeric, 1), ''), '; ' ORDER BY id) FROM zdm.migration_log WHERE migration = 'cents' AND event <> 'ddl'"
+        psql_db "$db" -c "SELECT '  throttled: ' || count(*) || ' journal entries' FROM zdm.migration_log WHERE migration = 'cents' AND event = 'retry'"
+    fi
+    per_second "$run" >"$RUN/per_second.tsv"
+done
+trap - EXIT
+cleanup
+server_started=
+
+# ---------- the report ----------
+window() {   # run: "from to" in seconds since its start
+    case $1 in
+        zdm) echo "$(mark_offset zdm expand_start) $(mark_offset zdm contract_end)" ;;
+        alter) echo "$(mark_offset alter alter_start) $(mark_offset alter alter_end)" ;;
+        none) if [ -f "$DIR/zdm/marks.tsv" ]; then window zdm; else echo "$MIGRATE_AT $DURATION"; fi ;;
+    esac
+}
+
+has_run() { [ -f "$DIR/$1/per_second.tsv" ]; }
+
+report() {
+    local run w from to
+    echo
+    echo "pgbench TPC-B-like, -c $CLIENTS -j $THREADS, scale $SCALE, $DURATION s per run; migration at ${MIGRATE_AT} s"
+    echo "(latency in ms, nearest rank over every transaction completed in the span)"
+    echo
+    printf '%-6s %-22s %8s %8s %8s %8s %8s %9s %8s %7s\n' run span xacts tps p50 p99 p99.9 max mean failed
+    for run in "${RUNS[@]}"; do
+        has_run "$run" || continue
+        read -r from to <<<"$(window "$run")"
+        printf '%-6s %-22s %s\n' "$run" "whole run" "$(stats "$run" 0 "$DURATION" | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
+        if [ -n "$from" ] && [ -n "$to" ]; then
+            printf '%-6s %-22s %s\n' "" "$(printf '%.1f-%.1f s' "$from" "$to")" "$(stats "$run" "$from" "$to" | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
+        fi
+    done
+    if has_run none; then
+        echo
+        local p99none p99nonew r
+        p99none=$(stats none 0 "$DURATION" | awk '{ print $4 }')
+        read -r from to <<<"$(window none)"
+        p99nonew=$(stats none "$from" "$to" | awk '{ print $4 }')
+        for r in zdm alter; do
+            has_run "$r" || continue
+            local p99 p99w
+            p99=$(stats "$r" 0 "$DURATION" | awk '{ print $4 }')
+            read -r from to <<<"$(window "$r")"
+            p99w=$(stats "$r" "$from" "$to" | awk '{ print $4 }')
+            awk -v r="$r" -v a="$p99" -v b="$p99none" -v aw="$p99w" -v bw="$p99nonew" 'BEGIN {
+                printf "p99(%s) / p99(none): whole run %.2fx, migration window %.2fx", r, a / b, aw / bw
+                if (r == "zdm") printf "  (goal <= 1.5x: %s)", (a / b <= 1.5 && aw / bw <= 1.5) ? "met" : "MISSED"
+                printf "\n" }'
+        done
+        for r in zdm; do
+            has_run "$r" || continue
+            awk -v f="$(stats zdm 0 "$DURATION" | awk '{ print $8 }')" -v rc="$(cat "$DIR/zdm/pgbench.rc")" 'BEGIN {
+                printf "failed transactions during the zdm run: %d, pgbench exit status %d (goal: 0 failed): %s\n", f, rc, (f == 0 && rc == 0) ? "met" : "MISSED" }'
+        done
+    fi
+    for run in "${RUNS[@]}"; do
+        [ -s "$DIR/$run/marks.tsv" ] || continue
+        echo "marks of $run (s since start): $(awk -F'\t' -v t0="$(cat "$DIR/$run/t0")" '{ printf "%s %.2f  ", $1, $2 - t0 }' "$DIR/$run/marks.tsv")"
+    done
+}
+report | tee "$DIR/report.txt"
+
+# ---------- the plots ----------
+command -v gnuplot >/dev/null || { say "no gnuplot: no plots"; exit 0; }
+mkdir -p "$PLOTS"
+# Shared axes, so the three plots compare at a glance.
+tps_max=$(cat "$DIR"/*/per_second.tsv | awk '$2 > m { m = $2 } END { print int(m * 1.15 / 100 + 1) * 100 }')
+lat_max=$(cat "$DIR"/*/per_second.tsv | awk '$5 != "-" && $5 > m { m = $5 } END { print m * 2 }')
+
+phase_objects() {   # gnuplot commands that mark run $1's phases
+    local run=$1 a b
+    case $run in
+        zdm)
+            a=$(mark_offset zdm backfill_start); b=$(mark_offset zdm backfill_end)
+            [ -z "$a" ] || [ -z "$b" ] || echo "set object 1 rect from $a, graph 0 to $b, graph 1 fc rgb '#dde8f5' fs solid 1.0 noborder behind"
+            a=$(mark_offset zdm contract_start); b=$(mark_offset zdm contract_end)
+            [ -z "$a" ] || [ -z "$b" ] || echo "set object 2 rect from $a, graph 0 to $b, graph 1 fc rgb '#f5e3c8' fs solid 1.0 noborder behind"
+            # A mark closer than 2% of the run to the previous one shares
+            # its label ("expand, backfill start").
+            local ev x label marks=""
+            for ev in expand_start backfill_start backfill_end contract_start contract_end; do
+                x=$(mark_offset zdm "$ev")
+                [ -n "$x" ] || continue
+                case $ev in
+                    expand_start) label="expand" ;;
+                    backfill_start) label="backfill start" ;;
+                    backfill_end) label="backfill end" ;;
+                    contract_start) label="contract start" ;;
+                    contract_end) label="contract end" ;;
+                esac
+                marks+="$x"$'\t'"$label"$'\n'
+            done
+            printf '%s' "$marks" | awk -F'\t' -v gap="$(awk -v d="$DURATION" 'BEGIN { print d * 0.02 }')" '
+                { if (n > 0 && $1 - x[n] < gap) l[n] = l[n] ", " $2; else { n++; x[n] = $1; l[n] = $2 } }
+                END { for (i = 1; i <= n; i++) {
+                          printf "set arrow %d from %s, graph 0 to %s, graph 1 nohead dt 2 lc rgb \"#555555\"\n", i, x[i], x[i]
+                          printf "set label %d \"%s\" at %s, graph 0.97 rotate by 90 right offset -0.6,0 font \",8\" tc rgb \"#333333\"\n", i, l[i], x[i] } }' ;;
+        alter)
+            a=$(mark_offset alter alter_start); b=$(mark_offset alter alter_end)
+            [ -z "$a" ] || [ -z "$b" ] || {
+                echo "set object 1 rect from $a, graph 0 to $b, graph 1 fc rgb '#f5d0d0' fs solid 1.0 noborder behind"
+                echo "set arrow 1 from $a, graph 0 to $a, graph 1 nohead dt 2 lc rgb '#555555'"
+                echo "set label 1 'ALTER start' at $a, graph 0.97 rotate by 90 right offset -0.6,0 font ',8' tc rgb '#333333'"
+                echo "set arrow 2 from $b, graph 0 to $b, graph 1 nohead dt 2 lc rgb '#555555'"
+                echo "set label 2 'ALTER end' at $b, graph 0.97 rotate by 90 right offset -0.6,0 font ',8' tc rgb '#333333'"
+            } ;;
+    esac
+}
+
+title_of() {
+    case $1 in
+        none) echo "no migration" ;;
+        zdm) echo "zdm: expand, background backfill (default settings), contract" ;;
+        alter) echo "ALTER TABLE pgbench\\\\_accounts ALTER COLUMN abalance TYPE bigint" ;;
+    esac
+}
+
+for run in "${RUNS[@]}"; do
+    has_run "$run" || continue
+    s=$(stats "$run" 0 "$DURATION")
+    read -r _ tps _ p99 _ mx _ failed <<<"$s"
+    objs=$(phase_objects "$run")
+    gnuplot <<GP || say "WARNING: gnuplot failed for $run"
+set terminal pngcairo size 1100,700 font 'DejaVu Sans,10'
+set output '$PLOTS/traffic-$run.png'
+set datafile missing '-'
+set multiplot layout 2,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE: $(title_of "$run")\nwhole run: $tps tps, p99 $p99 ms, max $mx ms, $failed failed" font ',11'
+set xrange [0:$DURATION]
+set grid
+set lmargin 10
+set rmargin 4
+$objs
+set ylabel 'transactions per second'
+set yrange [0:$tps_max]
+set key top right opaque
+plot '$DIR/$run/per_second.tsv' using (\$1 + 0.5):2 with steps lw 1.5 lc rgb '#1f5fa8' title 'tps (per second)'
+unset label
+unset arrow
+set ylabel 'latency, ms (log scale)'
+set xlabel 'seconds since pgbench started'
+set logscale y
+set yrange [0.5:$lat_max]
+plot '$DIR/$run/per_second.tsv' using (\$1 + 0.5):3 with steps lc rgb '#7f7f7f' title 'p50', \
+     '' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '#d62728' title 'p99', \
+     '' using (\$1 + 0.5):5 with points pt 7 ps 0.4 lc rgb '#000000' title 'max'
+unset multiplot
+GP
+    say "plot: $PLOTS/traffic-$run.png"
+done
+
+# The three runs together: tps and p99 per second.
+plot_tps=""
+plot_p99=""
+for run in "${RUNS[@]}"; do
+    has_run "$run" || continue
+    case $run in none) c='#2ca02c' ;; zdm) c='#1f5fa8' ;; alter) c='#d62728' ;; esac
+    plot_tps+="${plot_tps:+, }'$DIR/$run/per_second.tsv' using (\$1 + 0.5):2 with steps lw 1.5 lc rgb '$c' title '$run'"
+    plot_p99+="${plot_p99:+, }'$DIR/$run/per_second.tsv' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '$c' title '$run p99'"
+done
+gnuplot <<GP || say "WARNING: gnuplot failed for the overview"
+set terminal pngcairo size 1100,700 font 'DejaVu Sans,10'
+set output '$PLOTS/traffic-overview.png'
+set datafile missing '-'
+set multiplot layout 2,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE: the three runs (migration started at ${MIGRATE_AT} s)" font ',11'
+set xrange [0:$DURATION]
+set grid
+set lmargin 10
+set rmargin 4
+set key top right opaque
+set ylabel 'transactions per second'
+set yrange [0:$tps_max]
+plot $plot_tps
+set ylabel 'p99 latency per second, ms (log)'
+set xlabel 'seconds since pgbench started'
+set logscale y
+set yrange [0.5:$lat_max]
+plot $plot_p99
+unset multiplot
+GP
+say "plot: $PLOTS/traffic-overview.png"
