@@ -20,9 +20,13 @@
 # (shared buffers after a restart, the plan cache of new sessions).  The
 # variants run ROUNDS times, interleaved, the order rotating each round;
 # the figures are the median TPS of each variant, its ratio to off, and
-# the median of the per-round ratios on/off (rounds next to each other in
-# time, so slow drifts of the machine cancel out).  The target: on/off
-# at least 0.98.  At the end the requests counted under v4 are checked
+# the median of the per-round ratios to off (runs next to each other in
+# time, so slow drifts of the machine cancel out).  The target: TPS with
+# counting on at least 0.98x off.  Beside TPS, the CPU time the server's
+# backends spent per transaction (the postmaster's cutime + cstime, which
+# gathers its children's CPU once they exit): on a machine shared with
+# other work, TPS moves with the neighbours' load, CPU per transaction
+# much less.  At the end the requests counted under v4 are checked
 # against the transactions pgbench reported for the runs with counting
 # on, so that a benchmark that counts nothing cannot pass.
 #
@@ -152,24 +156,46 @@ prepare() {
     esac
 }
 
-# Transactions counted while counting was on: the check at the end.
-counted_tx=0
-# Run pgbench for $2 seconds (variant $1, output to $3); print its TPS.
+# CPU time (ms) of the postmaster's children that have exited so far:
+# every backend of a finished pgbench run, reaped by the postmaster.
+children_cpu_ms() {
+    local pid
+    pid=$(head -n 1 "$DATA/postmaster.pid")
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($16 + $17) * 1000 / hz }' "/proc/$pid/stat"
+}
+# Wait until the backends of the last pgbench run have exited.
+wait_reaped() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ "$(psql_bench -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")" = 0 ] &&
+            { sleep 0.2; return 0; }
+        sleep 0.1
+    done
+    die "pgbench's sessions did not end"
+}
+
+# Run pgbench for $2 seconds as variant $1, output to $3; append "tps
+# transactions cpu_ms" to $4.  pgbench also reads the scale and the
+# partitioning of pgbench_accounts: two more statements per run.
 run_pgbench() {
-    local variant=$1 seconds=$2 out=$3 tps tx
+    local variant=$1 seconds=$2 out=$3 result=$4 tps tx cpu0 cpu1
+    wait_reaped
+    cpu0=$(children_cpu_ms)
     as_pg env PGOPTIONS='-c zdm.api_version=v4' "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" \
         -n -S -c "$CLIENTS" -j "$THREADS" -T "$seconds" bench >"$out" 2>&1 ||
         { cat "$out"; die "pgbench ($variant)"; }
+    wait_reaped
+    cpu1=$(children_cpu_ms)
     tps=$(awk '/^tps = / { print $3; exit }' "$out")
     tx=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$out")
     [ -n "$tps" ] && [ -n "$tx" ] || { cat "$out"; die "no tps in pgbench's output ($variant)"; }
-    # pgbench also reads the scale: one more statement per run
-    [ "$variant" != on ] || counted_tx=$((counted_tx + tx + 1))
-    echo "$tps"
+    [ "$variant" != on ] || echo $((tx + 2)) >>"$DIR/counted.txt"
+    echo "$tps $tx $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" >>"$result"
 }
 
 say "== $ROUNDS rounds"
-printf 'round\tvariant\ttps\n' >"$DIR/results.tsv"
+printf 'round\tvariant\ttps\ttransactions\tcpu_us_per_tx\n' >"$DIR/results.tsv"
+: >"$DIR/counted.txt"
 t0=$(zdm_now)
 n=${#VARIANTS[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -177,48 +203,55 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
         v=${VARIANTS[(i + r - 1) % n]}
         prepare "$v"
-        run_pgbench "$v" "$WARMUP" "$DIR/$v-$r-warmup.out" >/dev/null
-        tps=$(run_pgbench "$v" "$DURATION" "$DIR/$v-$r.out")
-        printf '%s\t%s\t%s\n' "$r" "$v" "$tps" >>"$DIR/results.tsv"
-        line+=" $v $(printf '%.0f' "$tps")"
+        run_pgbench "$v" "$WARMUP" "$DIR/$v-$r-warmup.out" /dev/null
+        : >"$DIR/run.txt"
+        run_pgbench "$v" "$DURATION" "$DIR/$v-$r.out" "$DIR/run.txt"
+        read -r tps tx cpu <"$DIR/run.txt"
+        cpu_tx=$(awk -v c="$cpu" -v t="$tx" 'BEGIN { printf "%.2f", c * 1000 / t }')
+        printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$v" "$tps" "$tx" "$cpu_tx" >>"$DIR/results.tsv"
+        line+=" $v $(printf '%.0f' "$tps") tps ${cpu_tx} us/tx;"
     done
-    say "$line tps"
+    say "$line"
 done
 say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
 
 # The requests counted under v4, flushed or not, against pgbench's own count.
 prepare on
+counted_tx=$(awk '{ s += $1 } END { print s + 0 }' "$DIR/counted.txt")
 counted=$(psql_bench -c "SELECT coalesce(sum(requests), 0) FROM zdm.api_version_distribution WHERE version = 'v4'")
-say "requests counted under v4: $counted; transactions pgbench ran with counting on: $counted_tx"
+say "requests counted under v4: $counted; statements pgbench ran with counting on: $counted_tx"
 [ "$counted" = "$counted_tx" ] || die "the counts do not match pgbench's transactions"
 
 median() {
     sort -g | awk '{ x[NR] = $1 }
         END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
-tps_of() { awk -F'\t' -v v="$1" 'NR > 1 && $2 == v { print $3 }' "$DIR/results.tsv" | median; }
-# Median over the rounds of the ratio of variant $1 to off in the same round.
+# Median over the rounds of column $2 (3 = tps, 5 = cpu per tx) of variant $1.
+col_of() { awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $2 == v { print $c }' "$DIR/results.tsv" | median; }
+# Median over the rounds of the ratio of column $2 of variant $1 to off's
+# in the same round.
 paired() {
-    awk -F'\t' -v v="$1" 'NR > 1 { t[$1, $2] = $3; r[$1] = 1 }
+    awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 { t[$1, $2] = $c; r[$1] = 1 }
         END { for (k in r) if (t[k, "off"] > 0 && t[k, v] != "") print t[k, v] / t[k, "off"] }' \
         "$DIR/results.tsv" | median
 }
 
 {
     echo
-    echo "pgbench -S (scale $SCALE, $CLIENTS clients, $THREADS threads, ${DURATION} s runs): median of $ROUNDS rounds"
+    echo "pgbench -S (scale $SCALE, $CLIENTS clients, $THREADS threads, ${DURATION} s runs), median of $ROUNDS rounds;"
+    echo "CPU: time of the server's backends per transaction; paired: median of the per-round ratios to off"
     echo
-    printf '%-6s %10s %12s %16s\n' variant tps "ratio to off" "paired ratio"
-    off=$(tps_of off)
+    printf '%-7s %9s %9s %9s   %12s %9s %9s\n' variant tps ratio paired "CPU us/tx" ratio paired
     for v in "${VARIANTS[@]}"; do
-        printf '%-6s %10.0f %11.4fx %15.4fx\n' "$v" "$(tps_of "$v")" \
-            "$(awk -v a="$(tps_of "$v")" -v b="$off" 'BEGIN { print a / b }')" "$(paired "$v")"
+        awk -v v="$v" -v t="$(col_of "$v" 3)" -v bt="$(col_of off 3)" -v pt="$(paired "$v" 3)" \
+            -v c="$(col_of "$v" 5)" -v bc="$(col_of off 5)" -v pc="$(paired "$v" 5)" \
+            'BEGIN { printf "%-7s %9.0f %8.4fx %8.4fx   %12.2f %8.4fx %8.4fx\n", v, t, t / bt, pt, c, c / bc, pc }'
     done
     echo
-    ratio=$(paired on)
+    ratio=$(paired on 3)
     if awk -v r="$ratio" 'BEGIN { exit !(r >= 0.98) }'; then
-        echo "counting on / off: ${ratio}x (target >= 0.98x): met"
+        echo "TPS with counting on / off: ${ratio}x (target >= 0.98x): met"
     else
-        echo "counting on / off: ${ratio}x (target >= 0.98x): NOT met"
+        echo "TPS with counting on / off: ${ratio}x (target >= 0.98x): NOT met"
     fi
 } | tee "$DIR/report.txt"
