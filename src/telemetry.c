@@ -6,7 +6,9 @@
  * With shared_preload_libraries = 'zdm', every top-level statement of a
  * client backend is counted under the session's (database, zdm.api_version)
  * in a fixed table of slots in shared memory ('' is a session that declared
- * no version).  The parts:
+ * no version).  Background workers (zdm's own, parallel workers) and
+ * walsenders are not clients and are not counted; nor is a statement that
+ * fails before it runs (a syntax error, an unknown table).  The parts:
  *
  *	counting	ExecutorStart (plannable statements) and ProcessUtility
  *				(utility statements) count a statement when no other
@@ -18,20 +20,25 @@
  *				only when its database or declared version changes; the
  *				per-statement cost is one atomic add, with no lock.  Slots
  *				are created under an LWLock and never freed while the server
- *				runs.
+ *				runs.  Once the table is full, a database's new versions are
+ *				counted together as version "(overflow)" (logged once).
  *
  *	flushing	zdm_telemetry_flush(), called by each database's background
  *				worker every zdm.launcher_naptime, moves the database's
  *				counts into zdm.api_traffic (one row per minute, version and
  *				source 'postgres').  Counts taken by a flush stay visible as
  *				pending until its transaction commits, and are put back if it
- *				aborts, so zdm.pending_traffic() plus the table is always the
- *				whole count.
+ *				(or the subtransaction that took them) aborts, so
+ *				zdm.pending_traffic() plus the table is always the whole
+ *				count.
  *
- *	persistence	On a clean shutdown the postmaster writes the counts not yet
- *				flushed to pg_stat/zdm_telemetry.stat and reads them back at
- *				the next start (as pg_stat_statements does); a crash loses
- *				what the workers had not flushed, at most one
+ *	persistence	When the postmaster exits normally (smart, fast or
+ *				immediate shutdown) it writes the counts not yet flushed to
+ *				pg_stat/zdm_telemetry.stat, and reads them back at the next
+ *				start (as pg_stat_statements does); they are flushed into
+ *				the minute of that start.  A crash (a backend dying, the
+ *				postmaster reinitialising shared memory, or the postmaster
+ *				killed) loses what the workers had not flushed: at most one
  *				zdm.launcher_naptime of requests.
  *
  * Without shared_preload_libraries nothing is counted and
@@ -69,9 +76,9 @@
 
 PG_FUNCTION_INFO_V1(zdm_pending_traffic);
 
-/* Slots in shared memory: one per (database, version) ever seen. */
+/* Slots in shared memory (128 bytes each): one per (database, version). */
 #define TELEMETRY_SLOTS			2048
-/* The last ones are kept for each database's "(overflow)" slot. */
+/* The last ones are kept for the databases' "(overflow)" slots. */
 #define TELEMETRY_SLOTS_RESERVED	64
 #define TELEMETRY_OVERFLOW		"(overflow)"
 
