@@ -30,8 +30,16 @@
 # against the transactions pgbench reported for the runs with counting
 # on, so that a benchmark that counts nothing cannot pass.
 #
+# Then (TELEMETRY_CALLGRIND=1, the default when valgrind is installed) the
+# same statement counted in instructions, which other work on the machine
+# does not disturb: the server runs under valgrind --tool=callgrind, and a
+# session runs 1,000 and then another 3,000 pgbench -S SELECTs; the
+# difference of the two sessions' instruction counts over 2,000 is the
+# cost of one statement, connection and exit cancelled out.  Variants off,
+# on and none again, CALLGRIND_REPS times each (median).
+#
 #   bash test/bench/telemetry.sh
-#   DURATION=10 ROUNDS=3 TELEMETRY_NONE=0 bash test/bench/telemetry.sh   # quick
+#   DURATION=10 ROUNDS=3 TELEMETRY_NONE=0 TELEMETRY_CALLGRIND=0 bash test/bench/telemetry.sh   # quick
 #   SCALE=10 CLIENTS=8 THREADS=2 DURATION=30 ROUNDS=5 ...                 # the defaults
 #
 # zdm is built in the work tree and installed into a private copy of
@@ -53,11 +61,13 @@ ROUNDS=${ROUNDS:-5}
 PORT=${TELEMETRY_PORT:-5497}
 VARIANTS=(off on)
 [ "${TELEMETRY_NONE:-1}" = 0 ] || VARIANTS+=(none)
+CALLGRIND=${TELEMETRY_CALLGRIND:-$(command -v valgrind >/dev/null && echo 1 || echo 0)}
+CALLGRIND_REPS=${CALLGRIND_REPS:-3}
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'bench FAILED: %s\n' "$*" >&2; exit 1; }
 
-for v in SCALE CLIENTS THREADS DURATION WARMUP ROUNDS; do
+for v in SCALE CLIENTS THREADS DURATION WARMUP ROUNDS CALLGRIND_REPS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
 
@@ -72,7 +82,7 @@ STAGE=$DIR/pg
 server_started=
 cleanup() {
     if [ -n "$server_started" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 300 stop >/dev/null 2>&1 || true
     fi
     [ "$SOCK" = "$DIR/sock" ] || rm -rf "$SOCK"
     [ -n "${TELEMETRY_KEEP:-}" ] || rm -rf "$DATA" "$STAGE"
@@ -81,7 +91,7 @@ trap cleanup EXIT
 
 # A private copy of PostgreSQL with zdm installed into it: a system-wide
 # install by someone else meanwhile does not change what is measured.
-say "== build and install"
+say "== build and install (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 for d in "$("$PG_CONFIG" --bindir)" "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)"; do
     mkdir -p "$STAGE$d"
     cp -a "$d/." "$STAGE$d/"
@@ -111,19 +121,36 @@ shared_preload_libraries = 'zdm'
 CONF
 
 mode=
-# Start the server with ($1 = preload) or without ($1 = none) zdm preloaded.
+# Start the server with ($1 = preload) or without ($1 = none) zdm
+# preloaded; $2 = callgrind: under valgrind --tool=callgrind.
 server() {
-    [ "$mode" != "$1" ] || return 0
+    local want="$1${2:+ $2}" opts i
+    [ "$mode" != "$want" ] || return 0
     if [ -n "$server_started" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 300 stop >/dev/null
         server_started=
     fi
-    local opts="-k $SOCK"
+    opts="-k $SOCK"
     [ "$1" = preload ] || opts+=" -c shared_preload_libraries="
-    as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "$opts" start >/dev/null ||
-        { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
+    if [ "${2:-}" = callgrind ]; then
+        # pg_ctl cannot start postgres under valgrind; forked backends
+        # stay under it, each writing callgrind.<pid> when it exits.
+        mkdir -p "$DIR/callgrind" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/callgrind"; }
+        as_pg bash -c "nohup valgrind --tool=callgrind --trace-children=yes \
+            --callgrind-out-file='$DIR/callgrind/callgrind.%p' \
+            '$PGBIN/postgres' -D '$DATA' $opts >>'$DIR/valgrind.log' 2>&1 </dev/null &"
+        for ((i = 0; i < 300; i++)); do
+            as_pg "$PGBIN/pg_isready" -q -h "$SOCK" -p "$PORT" && break
+            sleep 1
+        done
+        as_pg "$PGBIN/pg_isready" -q -h "$SOCK" -p "$PORT" ||
+            { tail -n 50 "$DIR/valgrind.log"; die "the server did not start under valgrind"; }
+    else
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "$opts" start >/dev/null ||
+            { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
+    fi
     server_started=1
-    mode=$1
+    mode=$want
 }
 
 psql_bench() {
@@ -143,12 +170,13 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 say "PostgreSQL $(psql_bench -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu})"
 say "pgbench -S -s $SCALE -c $CLIENTS -j $THREADS -T $DURATION (warm-up $WARMUP s), $ROUNDS rounds: ${VARIANTS[*]}"
 
-# Set up variant $1: the server mode and zdm.count_traffic.
+# Set up variant $1: the server mode and zdm.count_traffic ($2 =
+# callgrind: the server under callgrind).
 prepare() {
     case $1 in
-        none) server none ;;
+        none) server none ${2:-} ;;
         off | on)
-            server preload
+            server preload ${2:-}
             psql_bench -c "ALTER SYSTEM SET zdm.count_traffic = $1" -c 'SELECT pg_reload_conf()' >/dev/null
             [ "$(psql_bench -c 'SHOW zdm.count_traffic')" = "$1" ] ||
                 die "zdm.count_traffic did not become $1"
@@ -213,7 +241,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
     say "$line"
 done
-say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # The requests counted under v4, flushed or not, against pgbench's own count.
 prepare on
@@ -236,6 +264,56 @@ paired() {
         "$DIR/results.tsv" | median
 }
 
+# Instructions of one session of the server under callgrind running the
+# first $2 statements of the script (variant $1): the backend reports its
+# pid first, and its callgrind file is complete once it has exited.
+session_ir() {
+    local variant=$1 n=$2 pid file i
+    head -n $((n + 1)) "$DIR/statements.sql" >"$DIR/statements-$n.sql"
+    as_pg env PGOPTIONS='-c zdm.api_version=v4' "$PGBIN/psql" -X -q -At \
+        -h "$SOCK" -p "$PORT" -d bench -v ON_ERROR_STOP=1 -f "$DIR/statements-$n.sql" \
+        >"$DIR/statements.out" 2>&1 ||
+        { tail -n 20 "$DIR/statements.out"; die "the statements failed under callgrind ($variant)"; }
+    pid=$(head -n 1 "$DIR/statements.out")
+    file=$DIR/callgrind/callgrind.$pid
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^totals:' "$file" 2>/dev/null && break
+        sleep 0.5
+    done
+    awk '/^totals:/ { print $2; exit }' "$file" | grep . ||
+        die "no callgrind totals for backend $pid ($variant)"
+}
+
+cg_variants=()
+if [ "$CALLGRIND" = 1 ]; then
+    command -v valgrind >/dev/null || die "TELEMETRY_CALLGRIND=1 but valgrind is not installed"
+    say "== instructions per statement under callgrind ($CALLGRIND_REPS repetitions)"
+    awk -v s="$SCALE" 'BEGIN { print "SELECT pg_backend_pid();"
+        for (k = 1; k <= 3000; k++)
+            printf "SELECT abalance FROM pgbench_accounts WHERE aid = %d;\n", (k * 7919) % (100000 * s) + 1 }' \
+        >"$DIR/statements.sql"
+    chmod a+r "$DIR/statements.sql"
+    printf 'rep\tvariant\tinstructions_per_statement\n' >"$DIR/callgrind.tsv"
+    cg_variants=(off on)
+    [ "${TELEMETRY_NONE:-1}" = 0 ] || cg_variants=(none off on)
+    t0=$(zdm_now)
+    for v in "${cg_variants[@]}"; do
+        prepare "$v" callgrind
+        # one unmeasured session: every page and catalog entry cached
+        session_ir "$v" 3000 >/dev/null
+        for ((r = 1; r <= CALLGRIND_REPS; r++)); do
+            a=$(session_ir "$v" 1000)
+            b=$(session_ir "$v" 3000)
+            per=$(( (b - a) / 2000 ))
+            printf '%s\t%s\t%s\n' "$r" "$v" "$per" >>"$DIR/callgrind.tsv"
+            say "$v, repetition $r: $per instructions per statement"
+        done
+    done
+    server preload
+    say "callgrind took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+fi
+ir_of() { awk -F'\t' -v v="$1" 'NR > 1 && $2 == v { print $3 }' "$DIR/callgrind.tsv" | median; }
+
 {
     echo
     echo "pgbench -S (scale $SCALE, $CLIENTS clients, $THREADS threads, ${DURATION} s runs), median of $ROUNDS rounds;"
@@ -247,6 +325,16 @@ paired() {
             -v c="$(col_of "$v" 5)" -v bc="$(col_of off 5)" -v pc="$(paired "$v" 5)" \
             'BEGIN { printf "%-7s %9.0f %8.4fx %8.4fx   %12.2f %8.4fx %8.4fx\n", v, t, t / bt, pt, c, c / bc, pc }'
     done
+    if [ ${#cg_variants[@]} -gt 0 ]; then
+        echo
+        echo "Instructions per pgbench -S statement in its backend (callgrind), median of $CALLGRIND_REPS"
+        echo
+        printf '%-7s %14s %9s\n' variant instructions ratio
+        for v in "${cg_variants[@]}"; do
+            awk -v v="$v" -v i="$(ir_of "$v")" -v b="$(ir_of off)" \
+                'BEGIN { printf "%-7s %14d %8.4fx\n", v, i, i / b }'
+        done
+    fi
     echo
     ratio=$(paired on 3)
     if awk -v r="$ratio" 'BEGIN { exit !(r >= 0.98) }'; then
