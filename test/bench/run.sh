@@ -254,3 +254,6 @@ if [ -n "${ZDM_BENCH_PERF:-}" ]; then
     done
     say "(full profiles: perf report -i $DIR/perf-zdm-insert.data, and -update)"
 fi
+
+# The backfill and live-traffic benchmarks (test/bench/backfill.sh runs traffic.sh after it).
+bash "$ZDM_ROOT/test/bench/backfill.sh"
