@@ -99,6 +99,7 @@ typedef struct DualWriteEntry
 } DualWriteEntry;
 
 static HTAB *dual_write_cache = NULL;
+static DualWriteEntry *last_entry = NULL;	/* the entry used last, if any */
 
 static void
 free_state(DualWriteState *state)
@@ -274,6 +275,11 @@ get_state(TriggerData *td)
 	DualWriteEntry *entry;
 	bool		found;
 
+	/* A bulk statement fires the same trigger for every row: skip the hash. */
+	if (last_entry != NULL && last_entry->tgoid == tgoid && last_entry->valid &&
+		last_entry->state->natts == RelationGetDescr(td->tg_relation)->natts)
+		return last_entry->state;
+
 	if (dual_write_cache == NULL)
 	{
 		HASHCTL		ctl;
@@ -303,6 +309,7 @@ get_state(TriggerData *td)
 		entry->relid = RelationGetRelid(td->tg_relation);
 		entry->valid = true;
 	}
+	last_entry = entry;
 	return entry->state;
 }
 
