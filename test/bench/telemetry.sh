@@ -40,7 +40,7 @@
 #
 #   bash test/bench/telemetry.sh
 #   DURATION=10 ROUNDS=3 TELEMETRY_NONE=0 TELEMETRY_CALLGRIND=0 bash test/bench/telemetry.sh   # quick
-#   SCALE=10 CLIENTS=8 THREADS=2 DURATION=30 ROUNDS=5 ...                 # the defaults
+#   SCALE=10 CLIENTS=8 THREADS=2 DURATION=20 ROUNDS=9 ...                 # the defaults
 #
 # zdm is built in the work tree and installed into a private copy of
 # PostgreSQL under ./tmp/bench-telemetry/pg (as run.sh does), from which
@@ -55,9 +55,9 @@ export PGUSER=postgres
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
-DURATION=${DURATION:-30}
+DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-5}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-9}
 PORT=${TELEMETRY_PORT:-5497}
 VARIANTS=(off on)
 [ "${TELEMETRY_NONE:-1}" = 0 ] || VARIANTS+=(none)
