@@ -13,6 +13,7 @@ packages=(
     postgresql-server-dev-15    # PGXS and the server headers
     libipc-run-perl             # PostgreSQL::Test::Cluster (TAP)
     gnuplot-nox                 # benchmark plots
+    prometheus                  # promtool checks zdm.metrics()
 )
 
 missing=()
