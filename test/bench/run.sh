@@ -30,6 +30,8 @@
 #   ZDM_BENCH_VARIANTS="plain floor zdm plpgsql pgroll pgroll2" make bench
 #   ZDM_BENCH_PERF=1 make bench         # also profile zdm's INSERT and UPDATE
 #   ZDM_BENCH_PRELOAD=1 make bench      # with shared_preload_libraries = 'zdm'
+#   ZDM_BENCH_CALLGRIND=1 make bench    # also count instructions under callgrind
+#   ZDM_BENCH_TRIGGER_ONLY=1 make bench # skip backfill.sh and traffic.sh (run last)
 #
 # zdm is built in the work tree and installed into a private copy of
 # PostgreSQL under ./tmp/bench/pg, from which a throwaway cluster runs
@@ -46,6 +48,8 @@ ROUNDS=${ROUNDS:-5}
 PORT=${ZDM_BENCH_PORT:-5498}
 VARIANTS=(${ZDM_BENCH_VARIANTS:-plain zdm pgroll})
 WARMUP_ROWS=$(( ROWS < 20000 ? ROWS : 20000 ))
+CALLGRIND=${ZDM_BENCH_CALLGRIND:-0}
+CALLGRIND_ROWS=${CALLGRIND_ROWS:-$(( ROWS < 20000 ? ROWS : 20000 ))}
 BENCH=$ZDM_ROOT/test/bench
 
 say() { printf '%s\n' "$*"; }
@@ -53,6 +57,7 @@ die() { printf 'bench FAILED: %s\n' "$*" >&2; exit 1; }
 
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || die "ROWS must be a positive integer, not '$ROWS'"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
+[[ $CALLGRIND_ROWS =~ ^[1-9][0-9]*$ ]] || die "CALLGRIND_ROWS must be a positive integer, not '$CALLGRIND_ROWS'"
 [ "${VARIANTS[0]}" = plain ] || die "ZDM_BENCH_VARIANTS must start with plain, the baseline"
 for v in "${VARIANTS[@]}"; do
     [ -f "$ZDM_ROOT/test/bench/$v.sql" ] || die "no variant $v (test/bench/$v.sql)"
@@ -255,5 +260,70 @@ if [ -n "${ZDM_BENCH_PERF:-}" ]; then
     say "(full profiles: perf report -i $DIR/perf-zdm-insert.data, and -update)"
 fi
 
-# The backfill and live-traffic benchmarks (test/bench/backfill.sh runs traffic.sh after it).
-bash "$ZDM_ROOT/test/bench/backfill.sh"
+# Instructions per row, which the machine's other load does not disturb
+# (ZDM_BENCH_CALLGRIND=1; about 2.5 minutes more, most of it valgrind
+# translating the code afresh in each new backend): the server restarts under valgrind --tool=callgrind, collecting only
+# inside standard_ExecutorRun, and every variant runs once more on
+# CALLGRIND_ROWS rows with each timed statement in a session of its own
+# (start.sql, stop.sql), whose callgrind file then holds just that
+# statement's instructions: parse, plan and commit excluded, the scan, the
+# triggers, the heap, the index and building WAL records included.
+if [ "$CALLGRIND" = 1 ]; then
+    command -v valgrind >/dev/null || die "ZDM_BENCH_CALLGRIND=1 but valgrind is not installed"
+    say
+    say "== instructions under callgrind ($CALLGRIND_ROWS rows)"
+    t0=$(zdm_now)
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    CG_DIR=$DIR/callgrind
+    mkdir -p "$CG_DIR" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$CG_DIR"; }
+    # pg_ctl cannot start postgres under valgrind; forked backends stay
+    # under it, each writing callgrind.<pid> when it exits.
+    as_pg bash -c "nohup valgrind --tool=callgrind --trace-children=yes \
+        --collect-atstart=no --toggle-collect=standard_ExecutorRun \
+        --callgrind-out-file='$CG_DIR/callgrind.%p' \
+        '$PGBIN/postgres' -D '$DATA' -k '$SOCK' >>'$DIR/valgrind.log' 2>&1 </dev/null &"
+    for ((i = 0; i < 120; i++)); do
+        as_pg "$PGBIN/pg_isready" -q -h "$SOCK" -p "$PORT" && break
+        sleep 1
+    done
+    as_pg "$PGBIN/pg_isready" -q -h "$SOCK" -p "$PORT" ||
+        { tail -n 50 "$DIR/valgrind.log"; die "the server did not start under valgrind"; }
+    printf 'variant\tinsert_instructions\tupdate_instructions\n' >"$DIR/callgrind.tsv"
+    for v in "${VARIANTS[@]}"; do
+        out=$DIR/$v-callgrind.out
+        psql_bench -c 'SELECT bench.reset()' >"$out" 2>&1 || { cat "$out"; die "bench.reset()"; }
+        psql_bench -v rows="$CALLGRIND_ROWS" -v callgrind=1 -f "$BENCH/$v.sql" >>"$out" 2>&1 ||
+            { cat "$out"; die "$v.sql under callgrind"; }
+        counts=()
+        for pid in $(awk '$1 == "CALLGRIND" { print $2 }' "$out"); do
+            file=$CG_DIR/callgrind.$pid
+            for ((i = 0; i < 600; i++)); do
+                grep -q '^totals:' "$file" 2>/dev/null && break
+                sleep 0.1
+            done
+            n=$(awk '$1 == "totals:" { print $2 }' "$file" 2>/dev/null)
+            [ -n "$n" ] || die "no callgrind totals for backend $pid ($v)"
+            counts+=("$n")
+        done
+        [ ${#counts[@]} -eq 2 ] || { cat "$out"; die "$v.sql under callgrind: expected 2 statements, saw ${#counts[@]}"; }
+        printf '%s\t%s\t%s\n' "$v" "${counts[0]}" "${counts[1]}" >>"$DIR/callgrind.tsv"
+    done
+    {
+        echo
+        echo "Instructions per row under callgrind ($CALLGRIND_ROWS rows; statement only)"
+        echo
+        printf '%-9s %11s %7s   %11s %7s\n' variant "insert" ratio "update" ratio
+        awk -F'\t' -v rows="$CALLGRIND_ROWS" 'NR == 2 { bi = $2; bu = $3 }
+            NR > 1 { printf "%-9s %11.0f %6.2fx   %11.0f %6.2fx\n", $1, $2 / rows, $2 / bi, $3 / rows, $3 / bu }' \
+            "$DIR/callgrind.tsv"
+    } | tee -a "$DIR/report.txt"
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    server_started=
+    say "callgrind took $(zdm_elapsed "$t0" "$(zdm_now)") s"
+fi
+
+# The backfill and live-traffic benchmarks (test/bench/backfill.sh runs traffic.sh after it);
+# ZDM_BENCH_TRIGGER_ONLY=1 stops after the trigger benchmark above.
+if [ -z "${ZDM_BENCH_TRIGGER_ONLY:-}" ]; then
+    bash "$ZDM_ROOT/test/bench/backfill.sh"
+fi

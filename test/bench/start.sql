@@ -7,4 +7,13 @@ SELECT pg_backend_pid() AS bench_pid \gset
 \setenv BENCH_PID :bench_pid
 \! echo "$BENCH_PID" >"$BENCH_PERF_DIR/pid.tmp" && mv "$BENCH_PERF_DIR/pid.tmp" "$BENCH_PERF_DIR/pid" && while [ ! -e "$BENCH_PERF_DIR/recording" ]; do sleep 0.05; done; rm -f "$BENCH_PERF_DIR/recording"
 \endif
+-- With the psql variable callgrind set (the server runs under callgrind,
+-- collecting inside standard_ExecutorRun only), run the statement in a
+-- session of its own and print its backend's pid: the instructions of
+-- that session are the statement's (and the two tiny SELECTs around it).
+\if :{?callgrind}
+\connect
+SELECT pg_backend_pid() AS bench_pid \gset
+\echo CALLGRIND :bench_pid
+\endif
 SELECT bench.cpu_ms() AS bench_cpu0, clock_timestamp() AS bench_t0 \gset
