@@ -13,6 +13,11 @@
 #            UPDATE orders SET status_enum = legacy_status::order_status
 #            (the baseline: what a migration tool that does not care about
 #            locks would run)
+#   floor    bulk's UPDATE with a built-in C BEFORE UPDATE row trigger
+#            (suppress_redundant_updates_trigger) on the table: what firing
+#            any row trigger costs an UPDATE (zdm's backfill runs with the
+#            dual-write trigger installed; it returns at once for the
+#            backfill's own rows, but PostgreSQL first locks each row for it)
 #   zdm0     zdm.expand(), then zdm.start_backfill(name, sleep_ratio => 0);
 #            timed from the call until zdm.status shows phase 'backfilled'
 #            (polled every BACKFILL_POLL seconds by a procedure that commits
@@ -53,7 +58,7 @@ ROWS=${BACKFILL_ROWS:-1000000}
 BIG_ROWS=${BACKFILL_BIG_ROWS:-10000000}
 BIG=${BACKFILL_BIG:-1}
 ROUNDS=${BACKFILL_ROUNDS:-3}
-VARIANTS=(${BACKFILL_VARIANTS:-bulk zdm0 zdm01 pgroll})
+VARIANTS=(${BACKFILL_VARIANTS:-bulk floor zdm0 zdm01 pgroll})
 BIG_VARIANTS=(${BACKFILL_BIG_VARIANTS:-bulk zdm0})
 POLL=${BACKFILL_POLL:-0.05}
 PORT=${BACKFILL_PORT:-5496}
@@ -68,11 +73,19 @@ die() { printf 'backfill bench FAILED: %s\n' "$*" >&2; exit 1; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BACKFILL_ROUNDS must be a positive integer"
 [ "${VARIANTS[0]}" = bulk ] || die "BACKFILL_VARIANTS must start with bulk, the baseline"
 for v in "${VARIANTS[@]}" "${BIG_VARIANTS[@]}"; do
-    case $v in bulk|zdm0|zdm01|pgroll) ;; *) die "no variant $v (bulk zdm0 zdm01 pgroll)";; esac
+    case $v in bulk|floor|zdm0|zdm01|pgroll) ;; *) die "no variant $v (bulk floor zdm0 zdm01 pgroll)";; esac
 done
 
-say "== backfill: build and install"
 mkdir -p "$ZDM_ROOT/tmp"
+# One backfill or traffic benchmark at a time (they share the port and
+# the work dir; make bench may be started while another runs).
+exec 9>"$ZDM_ROOT/tmp/bench-backfill.lock"
+if ! flock -n 9; then
+    say "== backfill: waiting for another backfill.sh or traffic.sh to finish"
+    flock 9
+fi
+
+say "== backfill: build and install"
 zdm_build_install >"$ZDM_ROOT/tmp/bench-backfill-build.log" 2>&1 ||
     { tail -n 50 "$ZDM_ROOT/tmp/bench-backfill-build.log"; die "build or install"; }
 ZDM_SO=$("$PG_CONFIG" --pkglibdir)/zdm.so
@@ -116,7 +129,7 @@ max_wal_size = 20GB
 checkpoint_timeout = 1h
 autovacuum = off
 CONF
-as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
+as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null 9>&- ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
 as_pg "$ZDM_PG_BINDIR/createdb" -h "$SOCK" -p "$PORT" bench
@@ -253,10 +266,15 @@ cat >"$DIR/variant.sql" <<'SQL'
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 SELECT bench.load(:rows);
-SELECT :'variant' = 'bulk' AS is_bulk, :'variant' IN ('zdm0', 'zdm01') AS is_zdm,
+SELECT :'variant' IN ('bulk', 'floor') AS is_bulk, :'variant' IN ('zdm0', 'zdm01') AS is_zdm,
        :'variant' = 'pgroll' AS is_pgroll \gset
 \if :is_bulk
 ALTER TABLE orders ADD COLUMN status_enum order_status;
+SELECT :'variant' = 'floor' AS is_floor \gset
+\if :is_floor
+CREATE TRIGGER floor_before_update BEFORE UPDATE ON orders
+    FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+\endif
 \elif :is_zdm
 SELECT zdm.expand(:'run', '{"operations": [{"alter_column": {
     "table": "orders", "column": "legacy_status", "name": "status_enum",
@@ -301,7 +319,7 @@ SELECT clock_timestamp() AS t0 \gset
 SELECT bench.cpu_ms() AS cpu0 \gset
 UPDATE orders SET status_enum = legacy_status::order_status;
 SELECT round(1000 * extract(epoch FROM clock_timestamp() - :'t0'::timestamptz), 1) AS ms,
-       round((bench.cpu_ms() - :cpu0)::numeric, 1) AS cpu_ms, '-' AS extra \gset
+       round((bench.cpu_ms() - :cpu0)::numeric, 1) AS cpu_ms, 'statements=1' AS extra \gset
 \elif :is_zdm
 SELECT CASE :'variant' WHEN 'zdm0' THEN zdm.start_backfill(:'run', sleep_ratio => 0)
                        ELSE zdm.start_backfill(:'run') END AS started \gset
@@ -340,21 +358,22 @@ wait_no_worker() {
     die "a zdm backfill worker is still running"
 }
 
-# Run variant $1 on $2 rows as run $3; print "ms cpu_ms extra".
+# Run variant $1 on $2 rows as run $3; set ms, cpu and extra.
 run_variant() {
-    local variant=$1 rows=$2 run=$3 out=$DIR/$3.out result
+    local variant=$1 rows=$2 run=$3 out=$DIR/$3.out load0
     wait_no_worker
+    load0=$(cut -d' ' -f1 /proc/loadavg)
     psql_bench -v variant="$variant" -v rows="$rows" -v run="$run" -v poll="$POLL" \
         -f "$DIR/variant.sql" >"$out" 2>&1 || { cat "$out"; die "$variant on $rows rows ($run)"; }
-    result=$(awk '$1 == "RESULT" { print $4, $5, $6 }' "$out")
-    [ -n "$result" ] || { cat "$out"; die "$variant printed no RESULT line"; }
-    echo "$result"
+    read -r ms cpu extra <<<"$(awk '$1 == "RESULT" { print $4, $5, $6 }' "$out")"
+    [ -n "$extra" ] || { cat "$out"; die "$variant printed no RESULT line"; }
+    extra+=",load=$load0-$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 printf 'rows\tround\tvariant\tms\tcpu_ms\textra\n' >"$DIR/results.tsv"
 
 say "== backfill: warm-up (bulk on $ROWS rows, not counted)"
-run_variant bulk "$ROWS" warmup >/dev/null
+run_variant bulk "$ROWS" warmup
 
 say "== backfill: $ROUNDS rounds of $ROWS rows"
 t0=$(zdm_now)
@@ -363,7 +382,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     line="round $r:"
     for ((i = 0; i < n; i++)); do
         v=${VARIANTS[(i + r - 1) % n]}
-        read -r ms cpu extra <<<"$(run_variant "$v" "$ROWS" "${v}_${ROWS}_r$r")"
+        run_variant "$v" "$ROWS" "${v}_${ROWS}_r$r"
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$ROWS" "$r" "$v" "$ms" "$cpu" "$extra" >>"$DIR/results.tsv"
         line+=" $v $ms ms"
     done
@@ -375,7 +394,7 @@ if [ "$BIG" != 0 ]; then
     say "== backfill: $BIG_ROWS rows, once each"
     t0=$(zdm_now)
     for v in "${BIG_VARIANTS[@]}"; do
-        read -r ms cpu extra <<<"$(run_variant "$v" "$BIG_ROWS" "${v}_${BIG_ROWS}_r1")"
+        run_variant "$v" "$BIG_ROWS" "${v}_${BIG_ROWS}_r1"
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$BIG_ROWS" 1 "$v" "$ms" "$cpu" "$extra" >>"$DIR/results.tsv"
         say "$v on $BIG_ROWS rows: $ms ms ($extra)"
     done
@@ -441,7 +460,8 @@ table() {
         fi
     fi
     echo
-    echo "Each run: (extra: exact_ms = zdm.migrations.backfilled_at - start; batches; last batch size)"
+    echo "Each run (extra: exact_ms = zdm.migrations.backfilled_at - start; batches; last batch size;"
+    echo "polls of zdm.status; load = the 1-minute load average before and after the run)"
     column -t -s $'\t' "$DIR/results.tsv"
 } | tee "$DIR/report.txt"
 
@@ -497,13 +517,14 @@ if [ -n "${BACKFILL_PERF:-}" ]; then
             -f "$DIR/variant.sql" >"$out" 2>&1 &
         psql_pid=$!
         pid=
-        for ((i = 0; i < 6000 && -z "$pid"; i++)); do
+        for ((i = 0; i < 6000; i++)); do
             if [ "$v" = bulk ]; then
                 pid=$(psql_bench -c "SELECT pid FROM pg_stat_activity WHERE query LIKE 'UPDATE orders SET status_enum%' AND state = 'active'")
             else
                 pid=$(psql_bench -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'zdm backfill'")
             fi
-            [ -n "$pid" ] || sleep 0.01
+            [ -z "$pid" ] || break
+            sleep 0.01
         done
         [ -n "$pid" ] || die "perf: no process to profile for $v"
         perf record -q -g -p "$pid" -o "$DIR/perf-$v.data" >"$DIR/perf-$v.log" 2>&1 &
@@ -514,7 +535,7 @@ if [ -n "${BACKFILL_PERF:-}" ]; then
         grep RESULT "$out" || true
         perf report -i "$DIR/perf-$v.data" --children --sort symbol --stdio -g none 2>/dev/null |
             awk '$1 ~ /%$/ && $4 !~ /^0x/ { printf "  %7s %7s  %s\n", $1, $2, $4 }' | head -45 |
-            tee "$DIR/perf-$v.txt"
+            tee "$DIR/perf-$v.txt" || true
     done
     say "(full profiles: perf report -i $DIR/perf-bulk.data, and perf-zdm0.data)"
 fi
@@ -522,5 +543,7 @@ fi
 if [ "${BACKFILL_TRAFFIC:-1}" != 0 ] && [ -f "$BENCH/traffic.sh" ]; then
     trap - EXIT
     cleanup
+    flock -u 9
+    exec 9>&-
     bash "$BENCH/traffic.sh"
 fi

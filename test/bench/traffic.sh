@@ -45,6 +45,7 @@ THREADS=${TRAFFIC_THREADS:-2}
 DURATION=${TRAFFIC_DURATION:-150}
 MIGRATE_AT=${TRAFFIC_MIGRATE_AT:-10}
 RUNS=(${TRAFFIC_RUNS:-none zdm alter})
+RATE=${TRAFFIC_RATE:-}          # pgbench -R: a fixed rate instead of as fast as it can
 PORT=${TRAFFIC_PORT:-5496}
 PGBENCH=$ZDM_PG_BINDIR/pgbench
 BENCH=$ZDM_ROOT/test/bench
@@ -54,6 +55,7 @@ MIGRATION='{"operations": [{"add_column": {"table": "pgbench_accounts", "up": "a
 say() { printf '%s\n' "$*"; }
 die() { printf 'traffic bench FAILED: %s\n' "$*" >&2; exit 1; }
 
+[ -z "$RATE" ] || [[ $RATE =~ ^[1-9][0-9]*$ ]] || die "TRAFFIC_RATE must be a positive whole number"
 for v in SCALE CLIENTS THREADS DURATION MIGRATE_AT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "TRAFFIC_$v must be a whole number"
 done
@@ -62,8 +64,16 @@ for r in "${RUNS[@]}"; do
     case $r in none|zdm|alter) ;; *) die "no run $r (none zdm alter)";; esac
 done
 
-say "== traffic: build and install"
 mkdir -p "$ZDM_ROOT/tmp"
+# One backfill or traffic benchmark at a time (they share the port and
+# the work dir; make bench may be started while another runs).
+exec 9>"$ZDM_ROOT/tmp/bench-backfill.lock"
+if ! flock -n 9; then
+    say "== traffic: waiting for another backfill.sh or traffic.sh to finish"
+    flock 9
+fi
+
+say "== traffic: build and install"
 zdm_build_install >"$ZDM_ROOT/tmp/bench-traffic-build.log" 2>&1 ||
     { tail -n 50 "$ZDM_ROOT/tmp/bench-traffic-build.log"; die "build or install"; }
 ZDM_SO=$("$PG_CONFIG" --pkglibdir)/zdm.so
@@ -83,8 +93,10 @@ mkdir -p "$SOCK" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$SOCK"; }
 server_started=
 migration_pid=
 pgbench_pid=
+sampler_pid=
 cleanup() {
     [ -z "$pgbench_pid" ] || kill "$pgbench_pid" 2>/dev/null || true
+    [ -z "$sampler_pid" ] || kill "$sampler_pid" 2>/dev/null || true
     [ -z "$migration_pid" ] || kill "$migration_pid" 2>/dev/null || true
     if [ -n "$server_started" ]; then
         as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -108,7 +120,7 @@ max_wal_size = 20GB
 checkpoint_timeout = 1h
 CONF
 [ -z "${TRAFFIC_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
-as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null ||
+as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null 9>&- ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
 
@@ -128,7 +140,7 @@ say "initialised in $(zdm_elapsed "$t0" "$(zdm_now)") s: pgbench_accounts $(psql
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 say "PostgreSQL $(psql_db tpl -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu}), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-say "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE; migration at ${MIGRATE_AT}s; runs: ${RUNS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
+say "pgbench -c $CLIENTS -j $THREADS -T $DURATION${RATE:+ -R $RATE}, scale $SCALE; migration at ${MIGRATE_AT}s; runs: ${RUNS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
 
 now() { date +%s.%N; }
 
@@ -192,14 +204,22 @@ per_second() {
 
 # Figures of run $1 over [from, to) seconds since its start: "n tps p50
 # p99 p999 max mean failed".
+# With $4 = outside: over the rest of the run instead.
 stats() {
-    local run=$1 from=$2 to=$3 t0
+    local run=$1 from=$2 to=$3 outside=${4:-} t0 span
     t0=$(cat "$DIR/$run/t0")
+    if [ -n "$outside" ]; then
+        span=$(awk -v a="$from" -v b="$to" -v d="$DURATION" 'BEGIN { print d - (b - a) }')
+    else
+        span=$(awk -v a="$from" -v b="$to" 'BEGIN { print b - a }')
+    fi
     cat "$DIR/$run"/pgbench_log.* |
-        awk -v t0="$t0" -v a="$from" -v b="$to" '{ end = $5 + $6 / 1e6 - t0
-                    if (end >= a && end < b) { if ($3 ~ /^[0-9]+$/) print $3 / 1000; else print "F" } }' |
+        awk -v t0="$t0" -v a="$from" -v b="$to" -v o="$outside" -v d="$DURATION" '{ end = $5 + $6 / 1e6 - t0
+                    inside = (end >= a && end < b)
+                    if (o != "") inside = !inside && end >= 0 && end < d
+                    if (inside) { if ($3 ~ /^[0-9]+$/) print $3 / 1000; else print "F" } }' |
         sort -g |
-        awk -v span="$(awk -v a="$from" -v b="$to" 'BEGIN { print b - a }')" '
+        awk -v span="$span" '
             function at(p,  i) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return x[i] }
             $1 == "F" { f++; next }
             { x[++n] = $1; sum += $1 }
@@ -226,9 +246,29 @@ for run in "${RUNS[@]}"; do
     : >"$RUN/marks.tsv"
     [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN/marks.tsv"
     now >"$RUN/t0"
-    ( cd "$RUN" && as_pg "$PGBENCH" -n -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    ( cd "$RUN" && as_pg "$PGBENCH" -n -c "$CLIENTS" -j "$THREADS" -T "$DURATION" ${RATE:+-R "$RATE"} \
         -P 1 -l --log-prefix="$RUN/pgbench_log" -h "$SOCK" -p "$PORT" "$db" ) >"$RUN/pgbench.out" 2>&1 &
     pgbench_pid=$!
+    # What the pgbench sessions are doing, 20 times a second (samples.txt):
+    # t, running (active, no wait event), waiting for a row lock the zdm
+    # worker holds, waiting for another lock, LWLock, IO; autovacuum
+    # workers; the zdm worker's wait event (CPU: none; -: no worker).
+    sample_sql="SELECT round((extract(epoch FROM clock_timestamp()) - $(cat "$RUN/t0"))::numeric, 3),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.state = 'active' AND a.wait_event IS NULL),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
+                          AND w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid))),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
+                          AND NOT (w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid)))),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'IO'),
+       count(*) FILTER (WHERE a.backend_type = 'autovacuum worker'),
+       coalesce(max(CASE WHEN a.backend_type = 'zdm backfill' THEN coalesce(a.wait_event, 'CPU') END), '-')
+  FROM pg_stat_activity a
+  LEFT JOIN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'zdm backfill' LIMIT 1) w ON true"
+    printf '%s \\watch 0.05\n' "$sample_sql" |
+        PGAPPNAME=zdm-bench-sampler as_pg "$ZDM_PG_BINDIR/psql" -X -q -At -F ' ' -h "$SOCK" -p "$PORT" -d "$db" \
+        >"$RUN/samples.txt" 2>"$RUN/sampler.err" &
+    sampler_pid=$!
     migration_rc=0
     if [ "$run" != none ]; then
         sleep "$MIGRATE_AT"
@@ -250,6 +290,9 @@ for run in "${RUNS[@]}"; do
         migration_pid=
         [ "$migration_rc" -eq 0 ] || { cat "$RUN/migration.out"; die "the $run migration failed"; }
     fi
+    psql_db "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'zdm-bench-sampler'" >/dev/null
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=
     echo "$pgbench_rc" >"$RUN/pgbench.rc"
     grep -E '^(number of (transactions actually processed|failed transactions)|latency average|tps)' "$RUN/pgbench.out" | sed 's/^/  /' || true
     [ "$pgbench_rc" -eq 0 ] || say "  pgbench exit status $pgbench_rc (errors during the run; see $RUN/pgbench.out)"
@@ -265,6 +308,10 @@ for run in "${RUNS[@]}"; do
         psql_db "$db" -c "SELECT '  throttled: ' || count(*) || ' journal entries' FROM zdm.migration_log WHERE migration = 'cents' AND event = 'retry'"
     fi
     per_second "$run" >"$RUN/per_second.tsv"
+    # Per second: the mean of the samples' counts.
+    awk 'NF >= 8 && $1 ~ /^[0-9.]+$/ { s = int($1); n[s]++; for (i = 2; i <= 7; i++) c[s, i] += $i }
+         END { for (s in n) { printf "%d", s; for (i = 2; i <= 7; i++) printf " %.2f", c[s, i] / n[s]; printf "\n" } }' \
+        "$RUN/samples.txt" | sort -n >"$RUN/sessions.tsv"
 done
 trap - EXIT
 cleanup
@@ -293,8 +340,32 @@ report() {
         read -r from to <<<"$(window "$run")"
         printf '%-6s %-22s %s\n' "$run" "whole run" "$(stats "$run" 0 "$DURATION" | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
         if [ -n "$from" ] && [ -n "$to" ]; then
-            printf '%-6s %-22s %s\n' "" "$(printf '%.1f-%.1f s' "$from" "$to")" "$(stats "$run" "$from" "$to" | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
+            printf '%-6s %-22s %s\n' "" "$(printf 'in %.1f-%.1f s' "$from" "$to")" "$(stats "$run" "$from" "$to" | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
+            printf '%-6s %-22s %s\n' "" "outside it" "$(stats "$run" "$from" "$to" outside | awk '{ printf "%8s %8s %8s %8s %8s %9s %8s %7s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
         fi
+    done
+    echo
+    echo "What the $CLIENTS pgbench sessions were doing (mean number of sessions, sampled every 50 ms; same spans):"
+    echo "running = active with no wait event (on CPU or waiting for one); worker-lock = waiting for a lock"
+    echo "the zdm worker holds; other-lock = waiting for any other lock (pgbench's own row contention, the ALTER)"
+    echo
+    printf '%-6s %-22s %8s %12s %11s %7s %5s %9s\n' run span running worker-lock other-lock LWLock IO autovac
+    for run in "${RUNS[@]}"; do
+        [ -s "$DIR/$run/samples.txt" ] || continue
+        read -r from to <<<"$(window "$run")"
+        for span in whole in out; do
+            awk -v a="${from:-0}" -v b="${to:-$DURATION}" -v m="$span" -v d="$DURATION" -v r="$run" '
+                NF >= 8 && $1 ~ /^[0-9.]+$/ {
+                    t = $1; if (t < 0 || t >= d) next
+                    inside = (t >= a && t < b)
+                    if (m == "in" && !inside) next
+                    if (m == "out" && inside) next
+                    n++; for (i = 2; i <= 7; i++) c[i] += $i }
+                END { if (n == 0) exit
+                      label = (m == "whole") ? "whole run" : (m == "in") ? sprintf("in %.1f-%.1f s", a, b) : "outside it"
+                      printf "%-6s %-22s %8.2f %12.2f %11.2f %7.2f %5.2f %9.2f\n", (m == "whole") ? r : "", label,
+                             c[2] / n, c[3] / n, c[4] / n, c[5] / n, c[6] / n, c[7] / n }' "$DIR/$run/samples.txt"
+        done
     done
     if has_run none; then
         echo
@@ -387,10 +458,10 @@ for run in "${RUNS[@]}"; do
     read -r _ tps _ p99 _ mx _ failed <<<"$s"
     objs=$(phase_objects "$run")
     gnuplot <<GP || say "WARNING: gnuplot failed for $run"
-set terminal pngcairo size 1100,700 font 'DejaVu Sans,10'
+set terminal pngcairo size 1100,950 font 'DejaVu Sans,10'
 set output '$PLOTS/traffic-$run.png'
 set datafile missing '-'
-set multiplot layout 2,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE: $(title_of "$run")\nwhole run: $tps tps, p99 $p99 ms, max $mx ms, $failed failed" font ',11'
+set multiplot layout 3,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE${RATE:+, -R $RATE}: $(title_of "$run")\nwhole run: $tps tps, p99 $p99 ms, max $mx ms, $failed failed" font ',11'
 set xrange [0:$DURATION]
 set grid
 set lmargin 10
@@ -403,12 +474,19 @@ plot '$DIR/$run/per_second.tsv' using (\$1 + 0.5):2 with steps lw 1.5 lc rgb '#1
 unset label
 unset arrow
 set ylabel 'latency, ms (log scale)'
-set xlabel 'seconds since pgbench started'
 set logscale y
 set yrange [0.5:$lat_max]
 plot '$DIR/$run/per_second.tsv' using (\$1 + 0.5):3 with steps lc rgb '#7f7f7f' title 'p50', \
      '' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '#d62728' title 'p99', \
      '' using (\$1 + 0.5):5 with points pt 7 ps 0.4 lc rgb '#000000' title 'max'
+unset logscale y
+set ylabel 'pgbench sessions (mean per second)'
+set xlabel 'seconds since pgbench started'
+set yrange [0:$CLIENTS]
+plot '$DIR/$run/sessions.tsv' using (\$1 + 0.5):2 with steps lc rgb '#7f7f7f' title 'running', \
+     '' using (\$1 + 0.5):3 with steps lw 1.5 lc rgb '#1f5fa8' title 'waiting for a lock the zdm worker holds', \
+     '' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '#d62728' title 'waiting for another lock', \
+     '' using (\$1 + 0.5):(\$5 + \$6) with steps lc rgb '#ff7f0e' title 'LWLock or IO'
 unset multiplot
 GP
     say "plot: $PLOTS/traffic-$run.png"
