@@ -10,8 +10,9 @@
  *
  *	- replica lag: a standby whose write, flush or replay lag exceeds
  *	  zdm.throttle_replica_lag would fall further behind;
- *	- lock waiters: sessions waiting for a lock on one of the migration's
- *	  tables (or their partitions) are already stuck, do not add to it;
+ *	- lock waiters: sessions queued for a table-level lock on one of the
+ *	  migration's tables (or their partitions), behind a DDL say, are
+ *	  already stuck: do not add to it;
  *	- xmin horizon: while a transaction older than zdm.throttle_xact_age is
  *	  open, the row versions every batch leaves behind cannot be vacuumed;
  *	- zdm.throttle_query: anything else the DBA can express in SQL.
@@ -112,8 +113,13 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 		Oid			types[1] = {JSONBOID};
 		Datum		values[1] = {JsonbPGetDatum(plan)};
 
+		/*
+		 * Table-level lock queues only (a DDL and what queues behind it):
+		 * clients waiting for each other's rows are ordinary OLTP, and
+		 * would stall the backfill on any busy table.
+		 */
 		d = query_value("SELECT count(DISTINCT l.pid)::int8 FROM pg_catalog.pg_locks l"
-						" WHERE NOT l.granted AND l.relation IN ("
+						" WHERE NOT l.granted AND l.locktype = 'relation' AND l.relation IN ("
 						"   SELECT pg_catalog.to_regclass(t->>'relation') FROM jsonb_array_elements($1->'tables') t"
 						"   UNION ALL"
 						"   SELECT p.relid FROM jsonb_array_elements($1->'tables') t,"
