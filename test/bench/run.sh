@@ -22,8 +22,8 @@
 # before every timed statement and VACUUM ANALYZE between INSERT and UPDATE.
 # Every run checks that both columns hold the expected value in every row,
 # so a broken trigger fails the benchmark instead of winning it.  The
-# figures are the median of the rounds (and, since noise from other work on
-# the machine only ever adds time, the ratio of the fastest rounds too).
+# figures are the median of the rounds, and the median of the ratios within
+# each round (paired), which other work on the machine disturbs less.
 #
 #   make bench                          # or: bash test/bench/run.sh
 #   ROWS=100000 ROUNDS=1 make bench     # a quick run
@@ -180,35 +180,32 @@ done
 say "rounds took $(zdm_elapsed "$t0" "$(zdm_now)") s (load average after: $(cut -d' ' -f1-3 /proc/loadavg);" \
     "other work on the machine slows the rounds it overlaps)"
 
-# Median (or, with $3 = min, the minimum) of column $2 of results.tsv
-# (3 = insert ms, 4 = update ms, 5 and 6 the same in backend CPU ms) over
-# the rounds of variant $1.
+# Median of column $2 of results.tsv (3 = insert ms, 4 = update ms, 5 and
+# 6 the same in backend CPU ms) over the rounds of variant $1; with $3 =
+# paired, the median of the per-round ratios of variant $1 to plain.
 figure() {
-    awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $2 == v { print $c }' "$DIR/results.tsv" |
+    awk -F'\t' -v v="$1" -v c="$2" -v how="${3:-median}" '
+        NR > 1 { x[$1, $2] = $c; r[$1] = 1 }
+        END { for (k in r) print (how == "paired" ? x[k, v] / x[k, "plain"] : x[k, v]) }' \
+        "$DIR/results.tsv" |
         sort -g |
-        awk -v how="${3:-median}" '{ x[NR] = $1 }
-            END { if (how == "min") print x[1]
-                  else if (NR % 2) print x[(NR + 1) / 2]
-                  else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
+        awk '{ x[NR] = $1 } END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
 
 # Print the table of columns $2 (insert) and $3 (update) under the title
-# $1: the median, its ratio to plain's median, and the ratio of the
-# fastest rounds.
+# $1: the median, its ratio to plain's median, and the median of the
+# ratios within each round (paired: both ran minutes apart, not hours).
 table() {
     local title=$1 ci=$2 cu=$3 v
     echo
     echo "$title"
     echo
-    printf '%-9s %11s %7s %9s   %11s %7s %9s\n' variant "insert ms" ratio "min-ratio" "update ms" ratio "min-ratio"
+    printf '%-9s %11s %7s %7s   %11s %7s %7s\n' variant "insert ms" ratio paired "update ms" ratio paired
     for v in "${VARIANTS[@]}"; do
         awk -v v="$v" \
-            -v i="$(figure "$v" "$ci")" -v bi="$(figure plain "$ci")" \
-            -v im="$(figure "$v" "$ci" min)" -v bim="$(figure plain "$ci" min)" \
-            -v u="$(figure "$v" "$cu")" -v bu="$(figure plain "$cu")" \
-            -v um="$(figure "$v" "$cu" min)" -v bum="$(figure plain "$cu" min)" \
-            'BEGIN { printf "%-9s %11.1f %6.2fx %8.2fx   %11.1f %6.2fx %8.2fx\n",
-                     v, i, i / bi, im / bim, u, u / bu, um / bum }'
+            -v i="$(figure "$v" "$ci")" -v bi="$(figure plain "$ci")" -v ip="$(figure "$v" "$ci" paired)" \
+            -v u="$(figure "$v" "$cu")" -v bu="$(figure plain "$cu")" -v up="$(figure "$v" "$cu" paired)" \
+            'BEGIN { printf "%-9s %11.1f %6.2fx %6.2fx   %11.1f %6.2fx %6.2fx\n", v, i, i / bi, ip, u, u / bu, up }'
     done
 }
 
