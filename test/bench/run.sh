@@ -258,7 +258,7 @@ if [ -n "${ZDM_BENCH_PERF:-}" ]; then
 fi
 
 # Instructions per row, which the machine's other load does not disturb
-# (ZDM_BENCH_CALLGRIND=1; about 2.5 minutes more, most of it valgrind
+# (ZDM_BENCH_CALLGRIND=1; 1.5 to 2.5 minutes more, most of it valgrind
 # translating the code afresh in each new backend): the server restarts under valgrind --tool=callgrind, collecting only
 # inside standard_ExecutorRun, and every variant runs once more on
 # CALLGRIND_ROWS rows with each timed statement in a session of its own
