@@ -212,28 +212,79 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 }
 
 /*
- * Convert up to batch rows of pt after key *last (NULL: from the start).
- * Returns the rows in the batch's key range (0: table done) and sets *last
- * to the range's upper key.
+ * The table's largest key, or NULL when it is empty.  Not inlined into the
+ * batch, whose PG_TRY would otherwise make the compiler fear for it.
+ */
+static pg_noinline char **
+last_key(PlanTable *pt)
+{
+	char	  **key;
+	int			rc;
+
+	/* s.k, not k: ORDER BY k would sort by the text output column */
+	rc = SPI_execute(psprintf("SELECT %s FROM %s s ORDER BY %s LIMIT 1", key_list(pt, "s.", "::text"),
+							  pt->relation, key_list(pt, "s.", " DESC")), false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "zdm: backfill end query failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return NULL;
+	key = palloc(sizeof(char *) * pt->nkeys);
+	for (int k = 0; k < pt->nkeys; k++)
+		key[k] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, k + 1);
+	return key;
+}
+
+/*
+ * Convert up to batch rows of pt after the checkpoint.  *state is the
+ * walk's state, *nstate its length: NULL before the first batch; then the
+ * end key (2 * nkeys: the largest key when the walk started, then the last
+ * key converted).  The walk stops at the end key: a row with a larger key
+ * was inserted after the expand, through the trigger, so it is converted
+ * already, and a walk that followed the inserts of a busy table could
+ * fall behind them and never finish.  A checkpoint of nkeys entries (the
+ * last key alone, as zdm 0.2 wrote it) gets its end key now.
+ * Returns the rows in the batch's key range (0: table done).
  */
 static int64
-backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int batch)
+backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int nstate, int batch)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *keys = key_list(pt, "", "");
-	char	   *lower = *last ? psprintf("ROW(%s) > %s", keys, key_params(pt, 1)) : pstrdup("true");
-	Oid		   *types = palloc(sizeof(Oid) * pt->nkeys * 2);
-	Datum	   *values = palloc(sizeof(Datum) * pt->nkeys * 2);
+	char	  **end;
+	char	  **last = NULL;
+	char	   *lower;
+	Oid		   *types = palloc(sizeof(Oid) * pt->nkeys * 3);
+	Datum	   *values = palloc(sizeof(Datum) * pt->nkeys * 3);
 	char	   *sql;
 	int64		rows;
 	char	  **upper;
-	int			nparams = *last ? pt->nkeys : 0;
+	int			nparams;
 	int			rc;
 
-	for (int k = 0; k < pt->nkeys * 2; k++)
+	if (*state && nstate == pt->nkeys * 2)
+	{
+		end = *state;
+		last = *state + pt->nkeys;
+	}
+	else
+	{
+		end = last_key(pt);
+		if (end == NULL)
+			return 0;			/* an empty table */
+		last = *state;			/* NULL, or the last key of a 0.2 checkpoint */
+	}
+
+	/* $1..: the end key, then the last key if any, then the batch's upper key */
+	for (int k = 0; k < pt->nkeys * 3; k++)
 		types[k] = TEXTOID;
-	for (int k = 0; *last && k < pt->nkeys; k++)
-		values[k] = CStringGetTextDatum((*last)[k]);
+	for (int k = 0; k < pt->nkeys; k++)
+		values[k] = CStringGetTextDatum(end[k]);
+	for (int k = 0; last && k < pt->nkeys; k++)
+		values[pt->nkeys + k] = CStringGetTextDatum(last[k]);
+	nparams = last ? pt->nkeys * 2 : pt->nkeys;
+	lower = psprintf("ROW(%s) <= %s%s%s", keys, key_params(pt, 1),
+					 last ? " AND " : "",
+					 last ? psprintf("ROW(%s) > %s", keys, key_params(pt, pt->nkeys + 1)) : "");
 
 	/* The batch's upper key: an index range scan of at most batch rows. */
 	{
@@ -297,7 +348,13 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***last, int bat
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: backfill update failed: %s", SPI_result_code_string(rc));
 
-	*last = upper;
+	/* The new state: the same end key, the batch's upper key as the last. */
+	*state = palloc(sizeof(char *) * pt->nkeys * 2);
+	for (int k = 0; k < pt->nkeys; k++)
+	{
+		(*state)[k] = end[k];
+		(*state)[pt->nkeys + k] = upper[k];
+	}
 	return rows;
 }
 
@@ -437,7 +494,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 		if (pt->backfill && pt->nkeys == 0)
 			rows = backfill_ctid_batch(name, pt, &key, batch);
 		else if (pt->backfill)
-			rows = backfill_table_batch(name, pt, &key, batch);
+			rows = backfill_table_batch(name, pt, &key, nkey, batch);
 		if (rows > 0)
 		{
 			double		batch_ms = zdm_ms_since(start);
@@ -447,7 +504,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 			 * one shortly before (pauses between batches count), else this
 			 * batch alone.
 			 */
-			write_checkpoint(name, idx, key, pt->nkeys > 0 ? pt->nkeys : 3, rows, batch_ms,
+			write_checkpoint(name, idx, key, pt->nkeys > 0 ? pt->nkeys * 2 : 3, rows, batch_ms,
 							 rows * 1000.0 / Max((since_ms > 0 ? since_ms : 0) + batch_ms, 0.001));
 			break;
 		}

@@ -9,6 +9,7 @@
 #
 #   bash test/run.sh                 # everything (what `make test` runs)
 #   bash test/run.sh regress tap     # only some suites
+#   ZDM_TAP='007_*' bash test/run.sh tap   # only some TAP files
 #
 # Outputs stay under ./tmp/test (results/, regression.diffs, TAP logs).
 set -uo pipefail
@@ -35,7 +36,7 @@ if want isolation; then
 fi
 tap_files=()
 if want tap; then
-    for f in test/t/*.pl; do
+    for f in test/t/${ZDM_TAP:-*}.pl; do
         [ -e "$f" ] && tap_files+=("$(basename "$f")")
     done
 fi

@@ -76,7 +76,7 @@ my $plan = $node->safe_psql('postgres',
 	"SELECT plan FROM zdm.migrations WHERE name = '$migration'");
 my $log = $node->safe_psql('postgres', $log_sql);
 my $log_max_id = $node->safe_psql('postgres', 'SELECT max(id) FROM zdm.migration_log');
-is($fields, "backfilling|{$batch}|0|$batch|1", 'the state before the dump');
+is($fields, "backfilling|{$rows,$batch}|0|$batch|1", 'the state before the dump');
 cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM zdm.migration_log WHERE migration = '$migration'"),
 	'>=', 3, 'the journal has the expand and the batch');
 is($node->safe_psql('postgres', $converted_sql), $batch,
@@ -153,7 +153,8 @@ sub check_restored
 	is( $n->safe_psql(
 			$dbname,
 			"SELECT backfill_key, rows_backfilled, batches FROM zdm.migrations WHERE name = '$migration'"),
-		'{' . (2 * $batch) . '}|' . (2 * $batch) . '|2',
+		# The checkpoint: the walk's end (the largest id), the last id converted.
+		"{$rows," . (2 * $batch) . '}|' . (2 * $batch) . '|2',
 		"the backfill went on from the checkpoint $where");
 	my $calls = 1;
 	while ($calls < 100)

@@ -132,8 +132,8 @@ sub check_checkpoint
 		'postgres', qq{
 		SELECT m.rows_backfilled,
 		       count(*) FILTER (WHERE i.qty_text IS NOT NULL),
-		       count(*) FILTER (WHERE i.qty_text IS NOT NULL AND i.id > m.backfill_key[1]::bigint),
-		       count(*) FILTER (WHERE i.qty_text IS NULL AND i.id <= m.backfill_key[1]::bigint)
+		       count(*) FILTER (WHERE i.qty_text IS NOT NULL AND i.id > m.backfill_key[2]::bigint),
+		       count(*) FILTER (WHERE i.qty_text IS NULL AND i.id <= m.backfill_key[2]::bigint)
 		  FROM zdm.migrations m, items i
 		 WHERE m.name = '$migration'
 		 GROUP BY m.rows_backfilled});

@@ -118,10 +118,10 @@ sub check_checkpoints
 		my ($phase, $done, $key, $converted, $above, $missing) = split /\|/,
 		  $node->safe_psql(
 			$db, qq{
-			SELECT m.phase, m.rows_backfilled, m.backfill_key[1],
+			SELECT m.phase, m.rows_backfilled, m.backfill_key[2],
 			       count(*) FILTER (WHERE t.qty_text IS NOT NULL),
-			       count(*) FILTER (WHERE t.qty_text IS NOT NULL AND t.id > m.backfill_key[1]::bigint),
-			       count(*) FILTER (WHERE t.qty_text IS NULL AND t.id <= m.backfill_key[1]::bigint)
+			       count(*) FILTER (WHERE t.qty_text IS NOT NULL AND t.id > m.backfill_key[2]::bigint),
+			       count(*) FILTER (WHERE t.qty_text IS NULL AND t.id <= m.backfill_key[2]::bigint)
 			  FROM zdm.migrations m, $table t
 			 WHERE m.name = '$name'
 			 GROUP BY m.phase, m.rows_backfilled, m.backfill_key});

@@ -187,6 +187,11 @@ while (1)
 	}
 	$rounds_backfilling++ if $phase eq 'backfilling';
 	finish_round($round, $rounds);
+	# Where the worker stands, for the log of a run that goes wrong.
+	note 'status: ' . $node->safe_psql('postgres', q{
+		SELECT concat_ws(' | ', phase, rows_done, batch_size, rows_per_sec, throttle_reason,
+		                 worker_pid, last_error)
+		  FROM zdm.status WHERE name = '} . $migration . q{'});
 	# Stop after one whole round that began once the backfill was done.
 	last if $phase eq 'backfilled';
 }
