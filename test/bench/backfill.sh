@@ -57,7 +57,7 @@ export PGUSER=postgres
 ROWS=${BACKFILL_ROWS:-1000000}
 BIG_ROWS=${BACKFILL_BIG_ROWS:-10000000}
 BIG=${BACKFILL_BIG:-1}
-ROUNDS=${BACKFILL_ROUNDS:-3}
+ROUNDS=${BACKFILL_ROUNDS:-5}
 VARIANTS=(${BACKFILL_VARIANTS:-bulk floor zdm0 zdm01 pgroll})
 BIG_VARIANTS=(${BACKFILL_BIG_VARIANTS:-bulk zdm0})
 POLL=${BACKFILL_POLL:-0.05}
@@ -414,27 +414,38 @@ figure() {
                   else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
 
+# The median over the rounds of bulk's time / variant $1's time in the
+# same round (column $3: 4 wall, 5 cpu) at $2 rows: the paired ratio.
+paired() {
+    awk -F'\t' -v v="$1" -v n="$2" -v c="$3" 'NR > 1 && $1 == n && $3 == "bulk" { b[$2] = $c }
+        NR > 1 && $1 == n && $3 == v { x[$2] = $c }
+        END { for (r in x) if ((r in b) && x[r] > 0) print b[r] / x[r] }' "$DIR/results.tsv" |
+        sort -g |
+        awk '{ x[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
+}
+
 table() {
     local rows=$1 v; shift
-    printf '%-8s %10s %10s %7s %9s   %10s %10s %7s\n' variant "wall ms" "rows/s" ratio "min-ratio" "cpu ms" "rows/cpu-s" ratio
+    printf '%-8s %10s %10s %7s %7s   %10s %10s %7s %7s\n' variant "wall ms" "rows/s" ratio paired "cpu ms" "rows/cpu-s" ratio paired
     for v in "$@"; do
         awk -v v="$v" -v n="$rows" \
             -v ms="$(figure "$v" "$rows" 4)" -v bms="$(figure bulk "$rows" 4)" \
-            -v mn="$(figure "$v" "$rows" 4 min)" -v bmn="$(figure bulk "$rows" 4 min)" \
+            -v pw="$(paired "$v" "$rows" 4)" -v pc="$(paired "$v" "$rows" 5)" \
             -v cpu="$(figure "$v" "$rows" 5)" -v bcpu="$(figure bulk "$rows" 5)" \
             'BEGIN { if (ms == "") exit
                      r = (bms != "") ? sprintf("%6.2fx", bms / ms) : "      -"
-                     rm = (bmn != "") ? sprintf("%8.2fx", bmn / mn) : "        -"
+                     rm = (pw != "") ? sprintf("%6.2fx", pw) : "      -"
+                     rpc = (pc != "") ? sprintf("%6.2fx", pc) : "      -"
                      rc = (bcpu != "" && cpu > 0) ? sprintf("%6.2fx", bcpu / cpu) : "      -"
-                     printf "%-8s %10.0f %10.0f %s %s   %10.0f %10.0f %s\n",
-                            v, ms, n / ms * 1000, r, rm, cpu, (cpu > 0 ? n / cpu * 1000 : 0), rc }'
+                     printf "%-8s %10.0f %10.0f %s %s   %10.0f %10.0f %s %s\n",
+                            v, ms, n / ms * 1000, r, rm, cpu, (cpu > 0 ? n / cpu * 1000 : 0), rc, rpc }'
     done
 }
 
 {
     echo
     echo "Backfill of $ROWS rows (median of $ROUNDS rounds; ratio = rows/s over bulk's rows/s;"
-    echo "min-ratio: the same of the fastest rounds; cpu: the process that did the work)"
+    echo "paired: the median of the per-round ratios; cpu: of the process that did the work)"
     echo
     table "$ROWS" "${VARIANTS[@]}"
     if [ "$BIG" != 0 ]; then
@@ -445,10 +456,10 @@ table() {
     fi
     echo
     echo "Goals"
-    z1=$(figure zdm0 "$ROWS" 4); b1=$(figure bulk "$ROWS" 4)
+    z1=$(figure zdm0 "$ROWS" 4); b1=$(figure bulk "$ROWS" 4); p1=$(paired zdm0 "$ROWS" 4)
     if [ -n "$z1" ] && [ -n "$b1" ]; then
-        awk -v z="$z1" -v b="$b1" 'BEGIN { r = b / z; printf "  zdm worker (sleep_ratio 0) / bulk UPDATE, %s rows: %.2fx (goal >= 0.90x): %s\n",
-               "'"$ROWS"'", r, (r >= 0.9 ? "met" : "MISSED") }'
+        awk -v z="$z1" -v b="$b1" -v p="$p1" 'BEGIN { r = b / z; printf "  zdm worker (sleep_ratio 0) / bulk UPDATE, %s rows: %.2fx, paired %.2fx (goal >= 0.90x): %s\n",
+               "'"$ROWS"'", r, p, (r >= 0.9 && p >= 0.9 ? "met" : (r >= 0.9 || p >= 0.9 ? "met by one measure only" : "MISSED")) }'
     fi
     if [ "$BIG" != 0 ]; then
         zb=$(figure zdm0 "$BIG_ROWS" 4)

@@ -23,13 +23,16 @@
 # that completed in that second / in the run), and the failed ones.  The
 # figures are also given over the migration's window (expand to the end
 # of contract; ALTER start to end; for none, the zdm run's window).
-# One PNG per run (TPS and latency over time, phases marked) and one with
-# the three together go to test/bench/plots/.
+# One PNG per run (TPS, latency and what the sessions wait for over time,
+# phases marked) and one with the three together go to test/bench/plots/
+# (traffic-<run>.png, traffic-overview.png; with TRAFFIC_RATE=N,
+# traffic-<run>-rN.png).
 #
 #   bash test/bench/traffic.sh          # also run by make bench (after backfill.sh)
 #   TRAFFIC_DURATION=60 TRAFFIC_SCALE=10 bash test/bench/traffic.sh
 #   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order
 #   TRAFFIC_PRELOAD=1 ...               # shared_preload_libraries = 'zdm'
+#   TRAFFIC_RATE=800 ...                # pgbench -R 800 (48,000 transactions a minute)
 #
 # The cluster lives under ./tmp/bench-backfill/traffic (port 5496; for
 # each run: pgbench's logs and output, marks.tsv, per_second.tsv); the data
@@ -42,10 +45,11 @@ export PGUSER=postgres
 SCALE=${TRAFFIC_SCALE:-50}
 CLIENTS=${TRAFFIC_CLIENTS:-8}
 THREADS=${TRAFFIC_THREADS:-2}
-DURATION=${TRAFFIC_DURATION:-150}
+DURATION=${TRAFFIC_DURATION:-180}
 MIGRATE_AT=${TRAFFIC_MIGRATE_AT:-10}
 RUNS=(${TRAFFIC_RUNS:-none zdm alter})
 RATE=${TRAFFIC_RATE:-}          # pgbench -R: a fixed rate instead of as fast as it can
+TAG=${RATE:+-r$RATE}            # in the plots' names
 PORT=${TRAFFIC_PORT:-5496}
 PGBENCH=$ZDM_PG_BINDIR/pgbench
 BENCH=$ZDM_ROOT/test/bench
@@ -251,15 +255,19 @@ for run in "${RUNS[@]}"; do
     pgbench_pid=$!
     # What the pgbench sessions are doing, 20 times a second (samples.txt):
     # t, running (active, no wait event), waiting for a row lock the zdm
-    # worker holds, waiting for another lock, LWLock, IO; autovacuum
-    # workers; the zdm worker's wait event (CPU: none; -: no worker).
+    # worker holds, waiting for another lock, for a WAL LWLock (WALWrite,
+    # WALInsert, WALBufMapping), another LWLock, IO; autovacuum workers;
+    # the zdm worker's wait event (CPU: none; -: no worker).
     sample_sql="SELECT round((extract(epoch FROM clock_timestamp()) - $(cat "$RUN/t0"))::numeric, 3),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.state = 'active' AND a.wait_event IS NULL),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
                           AND w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid))),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
                           AND NOT (w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid)))),
-       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'
+                          AND a.wait_event IN ('WALWrite', 'WALInsert', 'WALBufMapping')),
+       count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'
+                          AND a.wait_event NOT IN ('WALWrite', 'WALInsert', 'WALBufMapping')),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'IO'),
        count(*) FILTER (WHERE a.backend_type = 'autovacuum worker'),
        coalesce(max(CASE WHEN a.backend_type = 'zdm backfill' THEN coalesce(a.wait_event, 'CPU') END), '-')
@@ -309,8 +317,8 @@ for run in "${RUNS[@]}"; do
     fi
     per_second "$run" >"$RUN/per_second.tsv"
     # Per second: the mean of the samples' counts.
-    awk 'NF >= 8 && $1 ~ /^[0-9.]+$/ { s = int($1); n[s]++; for (i = 2; i <= 7; i++) c[s, i] += $i }
-         END { for (s in n) { printf "%d", s; for (i = 2; i <= 7; i++) printf " %.2f", c[s, i] / n[s]; printf "\n" } }' \
+    awk 'NF >= 9 && $1 ~ /^[0-9.]+$/ { s = int($1); n[s]++; for (i = 2; i <= 8; i++) c[s, i] += $i }
+         END { for (s in n) { printf "%d", s; for (i = 2; i <= 8; i++) printf " %.2f", c[s, i] / n[s]; printf "\n" } }' \
         "$RUN/samples.txt" | sort -n >"$RUN/sessions.tsv"
 done
 trap - EXIT
@@ -318,12 +326,14 @@ cleanup
 server_started=
 
 # ---------- the report ----------
-window() {   # run: "from to" in seconds since its start
+window() {   # run: "from to" in seconds since its start (to: at most the run's end)
+    local w
     case $1 in
-        zdm) echo "$(mark_offset zdm expand_start) $(mark_offset zdm contract_end)" ;;
-        alter) echo "$(mark_offset alter alter_start) $(mark_offset alter alter_end)" ;;
-        none) if [ -f "$DIR/zdm/marks.tsv" ]; then window zdm; else echo "$MIGRATE_AT $DURATION"; fi ;;
+        zdm) w="$(mark_offset zdm expand_start) $(mark_offset zdm contract_end)" ;;
+        alter) w="$(mark_offset alter alter_start) $(mark_offset alter alter_end)" ;;
+        none) if [ -f "$DIR/zdm/marks.tsv" ]; then w=$(window zdm); else w="$MIGRATE_AT $DURATION"; fi ;;
     esac
+    awk -v d="$DURATION" '{ if (NF == 2) printf "%s %s\n", $1, ($2 > d ? d : $2) }' <<<"$w"
 }
 
 has_run() { [ -f "$DIR/$1/per_second.tsv" ]; }
@@ -349,24 +359,32 @@ report() {
     echo "running = active with no wait event (on CPU or waiting for one); worker-lock = waiting for a lock"
     echo "the zdm worker holds; other-lock = waiting for any other lock (pgbench's own row contention, the ALTER)"
     echo
-    printf '%-6s %-22s %8s %12s %11s %7s %5s %9s\n' run span running worker-lock other-lock LWLock IO autovac
+    printf '%-6s %-22s %8s %12s %11s %9s %13s %5s %9s\n' run span running worker-lock other-lock "WAL-LWLock" "other-LWLock" IO autovac
     for run in "${RUNS[@]}"; do
         [ -s "$DIR/$run/samples.txt" ] || continue
         read -r from to <<<"$(window "$run")"
         for span in whole in out; do
             awk -v a="${from:-0}" -v b="${to:-$DURATION}" -v m="$span" -v d="$DURATION" -v r="$run" '
-                NF >= 8 && $1 ~ /^[0-9.]+$/ {
+                NF >= 9 && $1 ~ /^[0-9.]+$/ {
                     t = $1; if (t < 0 || t >= d) next
                     inside = (t >= a && t < b)
                     if (m == "in" && !inside) next
                     if (m == "out" && inside) next
-                    n++; for (i = 2; i <= 7; i++) c[i] += $i }
+                    n++; for (i = 2; i <= 8; i++) c[i] += $i }
                 END { if (n == 0) exit
                       label = (m == "whole") ? "whole run" : (m == "in") ? sprintf("in %.1f-%.1f s", a, b) : "outside it"
-                      printf "%-6s %-22s %8.2f %12.2f %11.2f %7.2f %5.2f %9.2f\n", (m == "whole") ? r : "", label,
-                             c[2] / n, c[3] / n, c[4] / n, c[5] / n, c[6] / n, c[7] / n }' "$DIR/$run/samples.txt"
+                      printf "%-6s %-22s %8.2f %12.2f %11.2f %9.2f %13.2f %5.2f %9.2f\n", (m == "whole") ? r : "", label,
+                             c[2] / n, c[3] / n, c[4] / n, c[5] / n, c[6] / n, c[7] / n, c[8] / n }' "$DIR/$run/samples.txt"
         done
     done
+    if [ -s "$DIR/zdm/samples.txt" ]; then
+        echo
+        printf 'The zdm worker, share of the samples while it ran: '
+        awk 'NF >= 9 && $9 != "-" { n++; c[$9]++ }
+             END { for (e in c) printf "%s %.1f%%\n", e, 100 * c[e] / n }' "$DIR/zdm/samples.txt" |
+            sort -k2 -g -r | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 } END { print "" }'
+        echo "(CPU: no wait event; Extension: its sleep between batches; WALWrite/WALSync/...: waiting for WAL)"
+    fi
     if has_run none; then
         echo
         local p99none p99nonew r
@@ -390,6 +408,9 @@ report() {
                 printf "failed transactions during the zdm run: %d, pgbench exit status %d (goal: 0 failed): %s\n", f, rc, (f == 0 && rc == 0) ? "met" : "MISSED" }'
         done
     fi
+    local end
+    end=$(mark_offset zdm contract_end)
+    [ -z "$end" ] || awk -v e="$end" -v d="$DURATION" 'BEGIN { if (e > d) printf "NOTE: the zdm migration ended at %.1f s, after the end of the run (%d s); its window is cut at %d s\n", e, d, d }'
     for run in "${RUNS[@]}"; do
         [ -s "$DIR/$run/marks.tsv" ] || continue
         echo "marks of $run (s since start): $(awk -F'\t' -v t0="$(cat "$DIR/$run/t0")" '{ printf "%s %.2f  ", $1, $2 - t0 }' "$DIR/$run/marks.tsv")"
@@ -459,7 +480,7 @@ for run in "${RUNS[@]}"; do
     objs=$(phase_objects "$run")
     gnuplot <<GP || say "WARNING: gnuplot failed for $run"
 set terminal pngcairo size 1100,950 font 'DejaVu Sans,10'
-set output '$PLOTS/traffic-$run.png'
+set output '$PLOTS/traffic-$run$TAG.png'
 set datafile missing '-'
 set multiplot layout 3,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE${RATE:+, -R $RATE}: $(title_of "$run")\nwhole run: $tps tps, p99 $p99 ms, max $mx ms, $failed failed" font ',11'
 set xrange [0:$DURATION]
@@ -486,10 +507,11 @@ set yrange [0:$CLIENTS]
 plot '$DIR/$run/sessions.tsv' using (\$1 + 0.5):2 with steps lc rgb '#7f7f7f' title 'running', \
      '' using (\$1 + 0.5):3 with steps lw 1.5 lc rgb '#1f5fa8' title 'waiting for a lock the zdm worker holds', \
      '' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '#d62728' title 'waiting for another lock', \
-     '' using (\$1 + 0.5):(\$5 + \$6) with steps lc rgb '#ff7f0e' title 'LWLock or IO'
+     '' using (\$1 + 0.5):5 with steps lc rgb '#ff7f0e' title 'waiting for WAL (WALWrite, WALInsert LWLocks)', \
+     '' using (\$1 + 0.5):(\$6 + \$7) with steps lc rgb '#9467bd' title 'other LWLock or IO'
 unset multiplot
 GP
-    say "plot: $PLOTS/traffic-$run.png"
+    say "plot: $PLOTS/traffic-$run$TAG.png"
 done
 
 # The three runs together: tps and p99 per second.
@@ -503,7 +525,7 @@ for run in "${RUNS[@]}"; do
 done
 gnuplot <<GP || say "WARNING: gnuplot failed for the overview"
 set terminal pngcairo size 1100,700 font 'DejaVu Sans,10'
-set output '$PLOTS/traffic-overview.png'
+set output '$PLOTS/traffic-overview$TAG.png'
 set datafile missing '-'
 set multiplot layout 2,1 title "pgbench TPC-B-like, $CLIENTS clients, scale $SCALE: the three runs (migration started at ${MIGRATE_AT} s)" font ',11'
 set xrange [0:$DURATION]
@@ -521,4 +543,4 @@ set yrange [0.5:$lat_max]
 plot $plot_p99
 unset multiplot
 GP
-say "plot: $PLOTS/traffic-overview.png"
+say "plot: $PLOTS/traffic-overview$TAG.png"
