@@ -223,6 +223,40 @@ SELECT zdm.contract('bf_items_slug');
 SELECT zt.shape('bf_items');
 
 --
+-- The backfill's UPDATE runs without the migration's own trigger (not
+-- even called: firing a BEFORE row trigger costs a row lock), while the
+-- table's other triggers still fire.
+--
+CREATE TABLE bf_fired (id integer PRIMARY KEY, code text NOT NULL);
+INSERT INTO bf_fired SELECT g, 'C' || g FROM generate_series(1, 6) g;
+CREATE TABLE bf_fired_log (id integer, code_lower text);
+CREATE FUNCTION bf_fired_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bf_fired_log VALUES (NEW.id, NEW.code_lower);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER bf_fired_audit BEFORE UPDATE ON bf_fired FOR EACH ROW EXECUTE FUNCTION bf_fired_audit();
+SELECT zdm.expand('bf_fired_m', $${"operations": [{"alter_column": {
+    "table": "bf_fired", "column": "code", "name": "code_lower",
+    "up": "lower(code)", "down": "upper(code_lower)"}}]}$$);
+BEGIN;
+SET LOCAL track_functions = 'all';
+SELECT zdm.backfill('bf_fired_m', 100);
+SELECT count(*) AS dual_write_calls FROM pg_stat_xact_user_functions
+ WHERE schemaname = 'zdm' AND funcname = 'dual_write';
+-- A client's update in the same transaction fires it as usual.
+UPDATE bf_fired SET code = 'X1' WHERE id = 1;
+SELECT calls AS dual_write_calls FROM pg_stat_xact_user_functions
+ WHERE schemaname = 'zdm' AND funcname = 'dual_write';
+COMMIT;
+-- The audit trigger saw the backfill's six rows, converted, then the
+-- client's row 1 (before zdm's trigger, which fires after it by name,
+-- converted it).
+SELECT * FROM bf_fired_log ORDER BY id, code_lower;
+SELECT * FROM bf_fired ORDER BY id;
+SELECT zdm.rollback('bf_fired_m');
+
+--
 -- zdm.backfill(batch): one batch of every migration being backfilled.
 --
 -- (No migration of another suite may be left active here.)

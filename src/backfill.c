@@ -16,7 +16,8 @@
  * The backfill's own UPDATE must not fire the dual-write logic: it sets
  * the new column, which the trigger would read as a write from a new
  * client and answer by recomputing the old column.  zdm_backfill_bypass
- * turns the trigger off for this backend while the UPDATE runs.
+ * names the migration while the UPDATE runs, and the statement then runs
+ * without that migration's trigger (trigger.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -182,7 +183,7 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 		return 0;
 
 	upper = Min(end, next + Max(1, (int64) (batch / Max(per_block, 1.0))));
-	zdm_backfill_bypass = true;
+	zdm_backfill_bypass = migration;
 	PG_TRY();
 	{
 		/* The count sees the range as it was before the update. */
@@ -196,7 +197,7 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 	}
 	PG_FINALLY();
 	{
-		zdm_backfill_bypass = false;
+		zdm_backfill_bypass = NULL;
 	}
 	PG_END_TRY();
 	if (rc != SPI_OK_SELECT)
@@ -286,39 +287,45 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 					 last ? " AND " : "",
 					 last ? psprintf("ROW(%s) > %s", keys, key_params(pt, pt->nkeys + 1)) : "");
 
-	/* The batch's upper key: an index range scan of at most batch rows. */
-	{
-		StringInfoData s;
-
-		initStringInfo(&s);
-		appendStringInfoString(&s, "SELECT ");
-		for (int k = 0; k < pt->nkeys; k++)
-			appendStringInfo(&s, "s.%s::text, ", quote_identifier(pt->key[k]));
-		/* s.k: the key itself, not the text output column of the same name */
-		appendStringInfo(&s, "count(*) OVER () FROM (SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d) s"
-						 " ORDER BY %s LIMIT 1",
-						 keys, pt->relation, lower, keys, batch, key_list(pt, "s.", " DESC"));
-		sql = s.data;
-	}
-	/* Not read-only: a fresh snapshot sees what earlier batches did. */
-	rc = SPI_execute_with_args(sql, nparams, types, values, NULL, false, 0);
+	/*
+	 * The batch's upper key: the batch-th key of the range, found by an
+	 * index(-only) scan that skips batch - 1 keys; no sort, no count.
+	 * When fewer keys are left, the last batch goes to the end key and
+	 * counts them.
+	 */
+	rc = SPI_execute_with_args(psprintf("SELECT %s FROM %s s WHERE %s ORDER BY %s OFFSET %d LIMIT 1",
+										key_list(pt, "s.", "::text"), pt->relation, lower,
+										key_list(pt, "s.", ""), batch - 1),
+							   nparams, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "zdm: backfill range query failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		return 0;
-
 	upper = palloc(sizeof(char *) * pt->nkeys);
-	for (int k = 0; k < pt->nkeys; k++)
-		upper[k] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, k + 1);
-	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   pt->nkeys + 1, &(bool){false}));
+	if (SPI_processed > 0)
+	{
+		for (int k = 0; k < pt->nkeys; k++)
+			upper[k] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, k + 1);
+		rows = batch;
+	}
+	else
+	{
+		rc = SPI_execute_with_args(psprintf("SELECT count(*) FROM %s s WHERE %s", pt->relation, lower),
+								   nparams, types, values, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "zdm: backfill range query failed: %s", SPI_result_code_string(rc));
+		rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										   &(bool){false}));
+		if (rows == 0)
+			return 0;
+		for (int k = 0; k < pt->nkeys; k++)
+			upper[k] = end[k];
+	}
 	for (int k = 0; k < pt->nkeys; k++)
 		values[nparams + k] = CStringGetTextDatum(upper[k]);
 
 	sql = psprintf("UPDATE %s SET %s WHERE %s AND ROW(%s) <= %s AND (%s)",
 				   pt->relation, pt->set, lower, keys, key_params(pt, nparams + 1), pt->todo);
 
-	zdm_backfill_bypass = true;
+	zdm_backfill_bypass = migration;
 	PG_TRY();
 	{
 		rc = SPI_execute_with_args(sql, nparams + pt->nkeys, types, values, NULL, false, 0);
@@ -327,7 +334,7 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 	{
 		ErrorData  *edata;
 
-		zdm_backfill_bypass = false;
+		zdm_backfill_bypass = NULL;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -344,7 +351,7 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 						 "with zdm.rollback('%s') and expand a corrected one.", migration, migration)));
 	}
 	PG_END_TRY();
-	zdm_backfill_bypass = false;
+	zdm_backfill_bypass = NULL;
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: backfill update failed: %s", SPI_result_code_string(rc));
 

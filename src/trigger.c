@@ -41,18 +41,30 @@
  * CacheMemoryContext (ExprState, no SPI), and invalidated by a relcache
  * callback when the table changes.  Every partition's trigger is a clone
  * with its own cache entry and its own attribute numbers, so partitions
- * whose columns are laid out differently work too.  The backfill, which
- * computes new values itself, sets zdm_backfill_bypass to skip the
- * trigger for its own updates.
+ * whose columns are laid out differently work too.
+ *
+ * The backfill computes new values itself, so its UPDATE must not fire
+ * the migration's trigger, which would read the write as a new client's
+ * and recompute the old column.  Merely returning early is not enough for
+ * speed: for any BEFORE UPDATE row trigger PostgreSQL first locks the row
+ * (a tuple lock, WAL-logged) before calling it, about a sixth of a bulk
+ * UPDATE's cost.  So while zdm_backfill_bypass names a migration, an
+ * ExecutorStart hook takes that migration's triggers out of the
+ * statement's own copy of each result relation's trigger list; other
+ * triggers (the user's, foreign keys) still fire.  The trigger function
+ * also returns at once for it, should it be reached some other way.
  *
  *-------------------------------------------------------------------------
  */
 #include "zdm.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
+#include "parser/parse_func.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -62,7 +74,9 @@
 
 PG_FUNCTION_INFO_V1(zdm_dual_write);
 
-bool		zdm_backfill_bypass = false;
+const char *zdm_backfill_bypass = NULL;
+
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
 typedef struct RuleState
 {
@@ -87,6 +101,7 @@ typedef struct DualWriteState
 	ExprContext *econtext;
 	TupleTableSlot *slot;
 	bool	   *replaced;		/* per row: columns the rules set */
+	bool	   *written;		/* per UPDATE: columns the statement wrote */
 	int			in_use;			/* nesting depth of calls using this state */
 } DualWriteState;
 
@@ -123,10 +138,74 @@ dual_write_relcache_cb(Datum arg, Oid relid)
 			entry->valid = false;
 }
 
+/* Is tg the dual-write trigger of migration? */
+static bool
+is_bypassed(Trigger *tg, Oid dual_write, const char *migration)
+{
+	return tg->tgfoid == dual_write && tg->tgnargs > 0 && strcmp(tg->tgargs[0], migration) == 0;
+}
+
+/* Take the bypassed migration's triggers out of a result relation's list. */
+static void
+strip_bypassed(ResultRelInfo *rri, Oid dual_write, const char *migration)
+{
+	TriggerDesc *td = rri->ri_TrigDesc;
+	int			n = 0;
+
+	if (td == NULL)
+		return;
+	for (int i = 0; i < td->numtriggers; i++)
+		if (!is_bypassed(&td->triggers[i], dual_write, migration))
+			td->triggers[n++] = td->triggers[i];
+	if (n == td->numtriggers)
+		return;
+	/*
+	 * The list is the executor's own copy (InitResultRelInfo), and no trigger
+	 * has fired yet, so the per-trigger caches indexed alongside it are still
+	 * empty.  Ours are BEFORE INSERT OR UPDATE FOR EACH ROW: only those two
+	 * flags can change.
+	 */
+	td->numtriggers = n;
+	td->trig_insert_before_row = false;
+	td->trig_update_before_row = false;
+	for (int i = 0; i < n; i++)
+	{
+		int16		type = td->triggers[i].tgtype;
+
+		if (TRIGGER_TYPE_MATCHES(type, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE, TRIGGER_TYPE_INSERT))
+			td->trig_insert_before_row = true;
+		if (TRIGGER_TYPE_MATCHES(type, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE, TRIGGER_TYPE_UPDATE))
+			td->trig_update_before_row = true;
+	}
+}
+
+static void
+bypass_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+
+	if (zdm_backfill_bypass != NULL && queryDesc->operation == CMD_UPDATE)
+	{
+		Oid			dual_write = LookupFuncName(list_make2(makeString("zdm"), makeString("dual_write")),
+												0, NULL, true);
+		ListCell   *lc;
+
+		if (!OidIsValid(dual_write))
+			return;
+		foreach(lc, queryDesc->estate->es_opened_result_relations)
+			strip_bypassed(lfirst(lc), dual_write, zdm_backfill_bypass);
+	}
+}
+
 void
 zdm_trigger_init(void)
 {
 	CacheRegisterRelcacheCallback(dual_write_relcache_cb, (Datum) 0);
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = bypass_ExecutorStart;
 }
 
 static AttrNumber
@@ -253,6 +332,7 @@ build_state(TriggerData *td)
 		}
 		zdm_guc_pop(level);
 		state->replaced = palloc0(sizeof(bool) * state->natts);
+		state->written = palloc0(sizeof(bool) * state->natts);
 		state->econtext = CreateStandaloneExprContext();
 		state->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(td->tg_relation)),
 											   &TTSOpsVirtual);
@@ -313,31 +393,67 @@ get_state(TriggerData *td)
 	return entry->state;
 }
 
-/* Did an UPDATE write att (named in SET and changed)? */
-static bool
-written(TriggerData *td, HeapTuple newtuple, AttrNumber att)
+/*
+ * Which columns an UPDATE wrote: named in its SET list (tg_updatedcols) and
+ * changed.  Read once per row, before any rule sets a column: the new
+ * values from the working slot, the old ones from the trigger manager's
+ * slot of the old row, deformed only as far as the last SET column.
+ */
+static void
+find_written(TriggerData *td, DualWriteState *state)
 {
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
-	Form_pg_attribute a = TupleDescAttr(desc, att - 1);
-	bool		oldnull,
-				newnull;
-	Datum		oldval,
-				newval;
+	TupleTableSlot *new = state->slot;
+	TupleTableSlot *old = td->tg_trigslot;
+	AttrNumber	last = 0;
+	int			x = -1;
 
-	if (!bms_is_member(att - FirstLowInvalidHeapAttributeNumber, td->tg_updatedcols))
-		return false;
-	oldval = heap_getattr(td->tg_trigtuple, att, desc, &oldnull);
-	newval = heap_getattr(newtuple, att, desc, &newnull);
-	if (oldnull || newnull)
-		return oldnull != newnull;
-	return !datumIsEqual(oldval, newval, a->attbyval, a->attlen);
+	memset(state->written, 0, sizeof(bool) * state->natts);
+	while ((x = bms_next_member(td->tg_updatedcols, x)) >= 0)
+	{
+		AttrNumber	att = x + FirstLowInvalidHeapAttributeNumber;
+
+		if (att > 0 && att <= state->natts)
+			last = att;
+	}
+	if (last == 0)
+		return;
+	if (old == NULL)			/* not from the executor's trigger manager */
+		elog(ERROR, "zdm: dual-write trigger fired for an UPDATE without the old row's slot");
+	slot_getsomeattrs(old, last);
+	x = -1;
+	while ((x = bms_next_member(td->tg_updatedcols, x)) >= 0)
+	{
+		AttrNumber	att = x + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute a;
+		bool		oldnull,
+					newnull;
+
+		if (att <= 0 || att > last)
+			continue;
+		a = TupleDescAttr(desc, att - 1);
+		oldnull = old->tts_isnull[att - 1];
+		newnull = new->tts_isnull[att - 1];
+		if (oldnull || newnull)
+			state->written[att - 1] = (oldnull != newnull);
+		else
+			state->written[att - 1] = !datumIsEqual(old->tts_values[att - 1], new->tts_values[att - 1],
+													 a->attbyval, a->attlen);
+	}
+}
+
+/* (A whole-row or system column in an expression's inputs is never "written".) */
+static inline bool
+written(DualWriteState *state, AttrNumber att)
+{
+	return att > 0 && att <= state->natts && state->written[att - 1];
 }
 
 static bool
-any_written(TriggerData *td, HeapTuple newtuple, int n, AttrNumber *atts)
+any_written(DualWriteState *state, int n, AttrNumber *atts)
 {
 	for (int i = 0; i < n; i++)
-		if (written(td, newtuple, atts[i]))
+		if (written(state, atts[i]))
 			return true;
 	return false;
 }
@@ -383,7 +499,8 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 
 	is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
 	tuple = is_update ? td->tg_newtuple : td->tg_trigtuple;
-	if (zdm_backfill_bypass)
+	if (zdm_backfill_bypass != NULL && td->tg_trigger->tgnargs > 0 &&
+		strcmp(td->tg_trigger->tgargs[0], zdm_backfill_bypass) == 0)
 		return PointerGetDatum(tuple);
 
 	state = get_state(td);
@@ -395,6 +512,8 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	ExecStoreVirtualTuple(slot);
 	replaced = state->replaced;
 	memset(replaced, 0, sizeof(bool) * desc->natts);
+	if (is_update)
+		find_written(td, state);
 
 	state->in_use++;
 	PG_TRY();
@@ -424,14 +543,14 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 				 * a row the backfill has not reached, an insert relying on the
 				 * old column's default) is converted like an old one's.
 				 */
-				if (side == 1 && (!is_update || unconverted || written(td, tuple, r->old_att) ||
-								  any_written(td, tuple, r->n_up_deps, r->up_deps)))
+				if (side == 1 && (!is_update || unconverted || written(state, r->old_att) ||
+								  any_written(state, r->n_up_deps, r->up_deps)))
 					apply(state, r->up, r->new_att, replaced);
 				else if (side == 2 && !unconverted &&
-						 (!is_update || written(td, tuple, r->new_att) ||
-						  any_written(td, tuple, r->n_down_deps, r->down_deps)))
+						 (!is_update || written(state, r->new_att) ||
+						  any_written(state, r->n_down_deps, r->down_deps)))
 					apply(state, r->down, r->old_att, replaced);
-				else if (side == 2 && unconverted && !written(td, tuple, r->new_att))
+				else if (side == 2 && unconverted && !written(state, r->new_att))
 					apply(state, r->up, r->new_att, replaced);
 				continue;
 			}
@@ -444,16 +563,16 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 			}
 			else
 			{
-				bool		new_written = r->new_att != 0 && written(td, tuple, r->new_att);
+				bool		new_written = r->new_att != 0 && written(state, r->new_att);
 
 				if (new_written && r->down)
 					apply(state, r->down, r->old_att, replaced);
 				else if (r->up && !new_written &&
 						 (slot->tts_isnull[r->new_att - 1] ||
-						  any_written(td, tuple, r->n_up_deps, r->up_deps)))
+						  any_written(state, r->n_up_deps, r->up_deps)))
 					apply(state, r->up, r->new_att, replaced);
-				else if (r->down && !written(td, tuple, r->old_att) &&
-						 any_written(td, tuple, r->n_down_deps, r->down_deps))
+				else if (r->down && !written(state, r->old_att) &&
+						 any_written(state, r->n_down_deps, r->down_deps))
 					apply(state, r->down, r->old_att, replaced);
 			}
 		}
@@ -464,26 +583,23 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
+	/*
+	 * The result, formed from the working slot, which holds the whole row
+	 * already: cheaper than heap_modify_tuple, which would deform it again.
+	 */
 	nreplaced = 0;
 	for (int i = 0; i < desc->natts; i++)
 		if (replaced[i])
 			nreplaced++;
 	if (nreplaced > 0)
 	{
-		int		   *cols = palloc(sizeof(int) * nreplaced);
-		Datum	   *values = palloc(sizeof(Datum) * nreplaced);
-		bool	   *nulls = palloc(sizeof(bool) * nreplaced);
-		int			k = 0;
+		HeapTuple	result = heap_form_tuple(desc, slot->tts_values, slot->tts_isnull);
 
-		for (int i = 0; i < desc->natts; i++)
-			if (replaced[i])
-			{
-				cols[k] = i + 1;
-				values[k] = slot->tts_values[i];
-				nulls[k] = slot->tts_isnull[i];
-				k++;
-			}
-		tuple = heap_modify_tuple_by_cols(tuple, desc, nreplaced, cols, values, nulls);
+		/* What heap_modify_tuple would have kept of the original. */
+		result->t_data->t_ctid = tuple->t_data->t_ctid;
+		result->t_self = tuple->t_self;
+		result->t_tableOid = tuple->t_tableOid;
+		tuple = result;
 	}
 	return PointerGetDatum(tuple);
 }

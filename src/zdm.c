@@ -68,7 +68,7 @@ zdm_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT ||
 		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
 	{
-		zdm_backfill_bypass = false;
+		zdm_backfill_bypass = NULL;
 		zdm_expanded_in_xact = NIL;	/* lived in TopTransactionContext */
 	}
 }

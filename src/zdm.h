@@ -145,7 +145,7 @@ extern void zdm_gate_check(const char *name, const char *version_old, bool force
 
 /* ---- backfill.c ---- */
 
-extern bool zdm_backfill_bypass;
+extern const char *zdm_backfill_bypass;	/* trigger.c */
 extern char *zdm_backfill_failed_key;
 extern int64 zdm_backfill_batch(const char *name, int32 batch);
 extern int64 zdm_verify_migration(const char *name, Jsonb *plan);
