@@ -41,6 +41,7 @@
 #include "zdm.h"
 
 #include <math.h>
+#include <sys/resource.h>
 
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -432,6 +433,16 @@ zdm_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("zdm backfill");
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "zdm worker round", ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Yield the CPUs to client backends: a batch that competes with them on
+	 * equal terms takes a whole core from a small server, and the clients'
+	 * tail latency shows it.  (Lowering one's own priority needs no rights;
+	 * it is never raised again, so a reload only lowers it further.)
+	 */
+	if (zdm_worker_nice > 0 && setpriority(PRIO_PROCESS, 0, zdm_worker_nice) != 0)
+		ereport(LOG,
+				(errmsg("zdm backfill worker could not lower its priority to nice %d: %m", zdm_worker_nice)));
 
 	/* Work only once the request is committed (or gone, if rolled back). */
 	if (TransactionIdIsValid(wait_xid))

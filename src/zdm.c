@@ -39,6 +39,7 @@ int			zdm_batch_size = 1000;
 int			zdm_batch_size_max = 100000;
 int			zdm_batch_time_ms = 200;
 double		zdm_sleep_ratio = 0.1;
+int			zdm_worker_nice = 10;
 int			zdm_throttle_replica_lag_ms = 1500;
 int			zdm_throttle_xact_age_s = 600;
 int			zdm_throttle_lock_waiters = 1;
@@ -155,6 +156,15 @@ _PG_init(void)
 							 0.1, 0.0, 100.0,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.worker_nice",
+							"Scheduling priority (nice value) of the background backfill worker.",
+							"Above 0, the operating system runs client backends first when the "
+							"CPUs are busy, and the worker on what they leave; 0 competes equally.",
+							&zdm_worker_nice,
+							10, 0, 19,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("zdm.throttle_replica_lag",
 							"Pause the backfill while a standby's replay lag exceeds this (-1: never).",

@@ -35,6 +35,7 @@ extern int	zdm_batch_size;
 extern int	zdm_batch_size_max;
 extern int	zdm_batch_time_ms;
 extern double zdm_sleep_ratio;
+extern int	zdm_worker_nice;
 extern int	zdm_throttle_replica_lag_ms;
 extern int	zdm_throttle_xact_age_s;
 extern int	zdm_throttle_lock_waiters;

@@ -214,6 +214,11 @@ $node->poll_query_until(
 pass('pg_stat_activity shows the worker backfilling');
 my $pid = worker_pid();
 like($pid, qr/^\d+$/, 'one backfill worker runs');
+# zdm.worker_nice (default 10): the 19th field of /proc/<pid>/stat, after
+# the command name in parentheses.
+my $stat = slurp_file("/proc/$pid/stat");
+$stat =~ s/^.*\) //s;
+is((split / /, $stat)[16], '10', 'the worker runs at nice 10 (zdm.worker_nice)');
 $node->poll_query_until('postgres',
 	"SELECT worker_pid = $pid AND eta IS NOT NULL AND rows_per_sec > 0 FROM zdm.status WHERE name = '$migration'")
   or die 'zdm.status never showed the worker pid, rate and eta';
