@@ -33,6 +33,7 @@
 #   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order
 #   TRAFFIC_PRELOAD=1 ...               # shared_preload_libraries = 'zdm'
 #   TRAFFIC_RATE=800 ...                # pgbench -R 800 (48,000 transactions a minute)
+#   TRAFFIC_BACKFILL_ARGS="sleep_ratio => 1" ...   # settings for zdm.start_backfill
 #
 # The cluster lives under ./tmp/bench-backfill/traffic (port 5496; for
 # each run: pgbench's logs and output, marks.tsv, per_second.tsv); the data
@@ -50,6 +51,10 @@ MIGRATE_AT=${TRAFFIC_MIGRATE_AT:-10}
 RUNS=(${TRAFFIC_RUNS:-none zdm alter})
 RATE=${TRAFFIC_RATE:-}          # pgbench -R: a fixed rate instead of as fast as it can
 TAG=${RATE:+-r$RATE}            # in the plots' names
+BACKFILL_ARGS=${TRAFFIC_BACKFILL_ARGS:+, $TRAFFIC_BACKFILL_ARGS}   # e.g. "sleep_ratio => 1"
+args_re='^[a-z_=> ,0-9.]*$'
+[[ $BACKFILL_ARGS =~ $args_re ]] || { echo "TRAFFIC_BACKFILL_ARGS: named arguments of zdm.start_backfill only" >&2; exit 1; }
+TAG+=${TRAFFIC_BACKFILL_ARGS:+-$(tr -cd 'a-z0-9' <<<"$TRAFFIC_BACKFILL_ARGS")}
 PORT=${TRAFFIC_PORT:-5496}
 PGBENCH=$ZDM_PG_BINDIR/pgbench
 BENCH=$ZDM_ROOT/test/bench
@@ -144,7 +149,7 @@ say "initialised in $(zdm_elapsed "$t0" "$(zdm_now)") s: pgbench_accounts $(psql
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 say "PostgreSQL $(psql_db tpl -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu}), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-say "pgbench -c $CLIENTS -j $THREADS -T $DURATION${RATE:+ -R $RATE}, scale $SCALE; migration at ${MIGRATE_AT}s; runs: ${RUNS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
+say "pgbench -c $CLIENTS -j $THREADS -T $DURATION${RATE:+ -R $RATE}, scale $SCALE; migration at ${MIGRATE_AT}s${BACKFILL_ARGS:+ (start_backfill: ${BACKFILL_ARGS#, })}; runs: ${RUNS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
 
 now() { date +%s.%N; }
 
@@ -156,7 +161,7 @@ zdm_migration() {
     [ "$(psql_db "$db" -c "SELECT zdm.expand('cents', '$MIGRATION')")" = t ] || { echo "expand did not apply"; return 1; }
     mark expand_end
     mark backfill_start
-    psql_db "$db" -c "SELECT zdm.start_backfill('cents')" >/dev/null
+    psql_db "$db" -c "SELECT zdm.start_backfill('cents'$BACKFILL_ARGS)" >/dev/null
     local phase=
     while :; do
         phase=$(psql_db "$db" -c "SELECT phase FROM zdm.status WHERE name = 'cents'")
