@@ -13,6 +13,10 @@
 #          200ms, sleep_ratio 0.1, throttling on), wait for phase
 #          'backfilled', then zdm.contract().  From expand on, the
 #          dual-write trigger fires on every pgbench transaction.
+#   trigger  (only when asked for in TRAFFIC_RUNS) the zdm run's expand
+#          alone: the dual-write trigger fires on every pgbench UPDATE of
+#          pgbench_accounts from TRAFFIC_MIGRATE_AT seconds to the end, with
+#          no backfill; what the trigger costs the clients by itself
 #   alter  after TRAFFIC_MIGRATE_AT seconds, the naive migration:
 #          ALTER TABLE pgbench_accounts ALTER COLUMN abalance TYPE bigint
 #          (a rewrite under ACCESS EXCLUSIVE; no lock_timeout)
@@ -30,7 +34,7 @@
 #
 #   bash test/bench/traffic.sh          # also run by make bench (after backfill.sh)
 #   TRAFFIC_DURATION=60 TRAFFIC_SCALE=10 bash test/bench/traffic.sh
-#   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order
+#   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order ("trigger" too)
 #   TRAFFIC_PRELOAD=1 ...               # shared_preload_libraries = 'zdm'
 #   TRAFFIC_RATE=800 ...                # pgbench -R 800 (48,000 transactions a minute)
 #   TRAFFIC_BACKFILL_ARGS="sleep_ratio => 1" ...   # settings for zdm.start_backfill
@@ -70,7 +74,7 @@ for v in SCALE CLIENTS THREADS DURATION MIGRATE_AT; do
 done
 [ "$MIGRATE_AT" -lt "$DURATION" ] || die "TRAFFIC_MIGRATE_AT must be less than TRAFFIC_DURATION"
 for r in "${RUNS[@]}"; do
-    case $r in none|zdm|alter) ;; *) die "no run $r (none zdm alter)";; esac
+    case $r in none|zdm|alter|trigger) ;; *) die "no run $r (none zdm alter trigger)";; esac
 done
 
 mkdir -p "$ZDM_ROOT/tmp"
@@ -176,6 +180,14 @@ zdm_migration() {
     mark contract_start
     [ "$(psql_db "$db" -c "SELECT zdm.contract('cents')")" = t ] || { echo "contract did not apply"; return 1; }
     mark contract_end
+}
+
+# The expand alone: the trigger stays for the rest of the run.
+trigger_migration() {
+    local db=$1 marks=$2
+    printf 'expand_start\t%s\n' "$(now)" >>"$marks"
+    [ "$(psql_db "$db" -c "SELECT zdm.expand('cents', '$MIGRATION')")" = t ] || { echo "expand did not apply"; return 1; }
+    printf 'expand_end\t%s\n' "$(now)" >>"$marks"
 }
 
 alter_migration() {
@@ -287,6 +299,8 @@ for run in "${RUNS[@]}"; do
         sleep "$MIGRATE_AT"
         if [ "$run" = zdm ]; then
             zdm_migration "$db" "$RUN/marks.tsv" >"$RUN/migration.out" 2>&1 &
+        elif [ "$run" = trigger ]; then
+            trigger_migration "$db" "$RUN/marks.tsv" >"$RUN/migration.out" 2>&1 &
         else
             alter_migration "$db" "$RUN/marks.tsv" >"$RUN/migration.out" 2>&1 &
         fi
@@ -336,6 +350,7 @@ window() {   # run: "from to" in seconds since its start (to: at most the run's 
     case $1 in
         zdm) w="$(mark_offset zdm expand_start) $(mark_offset zdm contract_end)" ;;
         alter) w="$(mark_offset alter alter_start) $(mark_offset alter alter_end)" ;;
+        trigger) w="$(mark_offset trigger expand_start) $DURATION" ;;
         none) if [ -f "$DIR/zdm/marks.tsv" ]; then w=$(window zdm); else w="$MIGRATE_AT $DURATION"; fi ;;
     esac
     awk -v d="$DURATION" '{ if (NF == 2) printf "%s %s\n", $1, ($2 > d ? d : $2) }' <<<"$w"
@@ -396,7 +411,7 @@ report() {
         p99none=$(stats none 0 "$DURATION" | awk '{ print $4 }')
         read -r from to <<<"$(window none)"
         p99nonew=$(stats none "$from" "$to" | awk '{ print $4 }')
-        for r in zdm alter; do
+        for r in zdm alter trigger; do
             has_run "$r" || continue
             local p99 p99w
             p99=$(stats "$r" 0 "$DURATION" | awk '{ print $4 }')
@@ -475,6 +490,7 @@ title_of() {
         none) echo "no migration" ;;
         zdm) echo "zdm: expand, background backfill (default settings), contract" ;;
         alter) echo "ALTER TABLE pgbench\\\\_accounts ALTER COLUMN abalance TYPE bigint" ;;
+        trigger) echo "zdm: expand only (the dual-write trigger on every update, no backfill)" ;;
     esac
 }
 
@@ -524,7 +540,7 @@ plot_tps=""
 plot_p99=""
 for run in "${RUNS[@]}"; do
     has_run "$run" || continue
-    case $run in none) c='#2ca02c' ;; zdm) c='#1f5fa8' ;; alter) c='#d62728' ;; esac
+    case $run in none) c='#2ca02c' ;; zdm) c='#1f5fa8' ;; alter) c='#d62728' ;; *) c='#9467bd' ;; esac
     plot_tps+="${plot_tps:+, }'$DIR/$run/per_second.tsv' using (\$1 + 0.5):2 with steps lw 1.5 lc rgb '$c' title '$run'"
     plot_p99+="${plot_p99:+, }'$DIR/$run/per_second.tsv' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '$c' title '$run p99'"
 done
