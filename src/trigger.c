@@ -100,7 +100,6 @@ typedef struct DualWriteState
 	RuleState  *rules;
 	ExprContext *econtext;
 	TupleTableSlot *slot;
-	bool	   *replaced;		/* per row: columns the rules set */
 	bool	   *written;		/* per UPDATE: columns the statement wrote */
 	int			in_use;			/* nesting depth of calls using this state */
 } DualWriteState;
@@ -138,16 +137,17 @@ dual_write_relcache_cb(Datum arg, Oid relid)
 			entry->valid = false;
 }
 
-/* Is tg the dual-write trigger of migration? */
-static bool
-is_bypassed(Trigger *tg, Oid dual_write, const char *migration)
+/* Is tg, a dual-write trigger, the one of the migration the backfill bypasses? */
+static inline bool
+bypassed(Trigger *tg)
 {
-	return tg->tgfoid == dual_write && tg->tgnargs > 0 && strcmp(tg->tgargs[0], migration) == 0;
+	return zdm_backfill_bypass != NULL && tg->tgnargs > 0 &&
+		strcmp(tg->tgargs[0], zdm_backfill_bypass) == 0;
 }
 
 /* Take the bypassed migration's triggers out of a result relation's list. */
 static void
-strip_bypassed(ResultRelInfo *rri, Oid dual_write, const char *migration)
+strip_bypassed(ResultRelInfo *rri, Oid dual_write)
 {
 	TriggerDesc *td = rri->ri_TrigDesc;
 	int			n = 0;
@@ -155,7 +155,7 @@ strip_bypassed(ResultRelInfo *rri, Oid dual_write, const char *migration)
 	if (td == NULL)
 		return;
 	for (int i = 0; i < td->numtriggers; i++)
-		if (!is_bypassed(&td->triggers[i], dual_write, migration))
+		if (td->triggers[i].tgfoid != dual_write || !bypassed(&td->triggers[i]))
 			td->triggers[n++] = td->triggers[i];
 	if (n == td->numtriggers)
 		return;
@@ -196,7 +196,7 @@ bypass_ExecutorStart(QueryDesc *queryDesc, int eflags)
 		if (!OidIsValid(dual_write))
 			return;
 		foreach(lc, queryDesc->estate->es_opened_result_relations)
-			strip_bypassed(lfirst(lc), dual_write, zdm_backfill_bypass);
+			strip_bypassed(lfirst(lc), dual_write);
 	}
 }
 
@@ -331,7 +331,6 @@ build_state(TriggerData *td)
 			}
 		}
 		zdm_guc_pop(level);
-		state->replaced = palloc0(sizeof(bool) * state->natts);
 		state->written = palloc0(sizeof(bool) * state->natts);
 		state->econtext = CreateStandaloneExprContext();
 		state->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(td->tg_relation)),
@@ -460,7 +459,7 @@ any_written(DualWriteState *state, int n, AttrNumber *atts)
 
 /* Evaluate expr over the working row and store it into att. */
 static void
-apply(DualWriteState *state, ExprState *expr, AttrNumber att, bool *replaced)
+apply(DualWriteState *state, ExprState *expr, AttrNumber att, bool *changed)
 {
 	TupleTableSlot *slot = state->slot;
 	bool		isnull;
@@ -470,7 +469,7 @@ apply(DualWriteState *state, ExprState *expr, AttrNumber att, bool *replaced)
 	value = ExecEvalExprSwitchContext(expr, state->econtext, &isnull);
 	slot->tts_values[att - 1] = value;
 	slot->tts_isnull[att - 1] = isnull;
-	replaced[att - 1] = true;
+	*changed = true;
 }
 
 Datum
@@ -482,8 +481,7 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	TupleTableSlot *slot;
 	bool		is_update;
-	bool	   *replaced;
-	int			nreplaced;
+	bool		changed = false;	/* did a rule set a column? */
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -499,8 +497,7 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 
 	is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
 	tuple = is_update ? td->tg_newtuple : td->tg_trigtuple;
-	if (zdm_backfill_bypass != NULL && td->tg_trigger->tgnargs > 0 &&
-		strcmp(td->tg_trigger->tgargs[0], zdm_backfill_bypass) == 0)
+	if (bypassed(td->tg_trigger))
 		return PointerGetDatum(tuple);
 
 	state = get_state(td);
@@ -510,8 +507,6 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	ExecClearTuple(slot);
 	heap_deform_tuple(tuple, desc, slot->tts_values, slot->tts_isnull);
 	ExecStoreVirtualTuple(slot);
-	replaced = state->replaced;
-	memset(replaced, 0, sizeof(bool) * desc->natts);
 	if (is_update)
 		find_written(td, state);
 
@@ -545,35 +540,35 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 				 */
 				if (side == 1 && (!is_update || unconverted || written(state, r->old_att) ||
 								  any_written(state, r->n_up_deps, r->up_deps)))
-					apply(state, r->up, r->new_att, replaced);
+					apply(state, r->up, r->new_att, &changed);
 				else if (side == 2 && !unconverted &&
 						 (!is_update || written(state, r->new_att) ||
 						  any_written(state, r->n_down_deps, r->down_deps)))
-					apply(state, r->down, r->old_att, replaced);
+					apply(state, r->down, r->old_att, &changed);
 				else if (side == 2 && unconverted && !written(state, r->new_att))
-					apply(state, r->up, r->new_att, replaced);
+					apply(state, r->up, r->new_att, &changed);
 				continue;
 			}
 			if (!is_update)
 			{
 				if (r->up && slot->tts_isnull[r->new_att - 1])
-					apply(state, r->up, r->new_att, replaced);
+					apply(state, r->up, r->new_att, &changed);
 				else if (r->down && (r->new_att != 0 || slot->tts_isnull[r->old_att - 1]))
-					apply(state, r->down, r->old_att, replaced);
+					apply(state, r->down, r->old_att, &changed);
 			}
 			else
 			{
 				bool		new_written = r->new_att != 0 && written(state, r->new_att);
 
 				if (new_written && r->down)
-					apply(state, r->down, r->old_att, replaced);
+					apply(state, r->down, r->old_att, &changed);
 				else if (r->up && !new_written &&
 						 (slot->tts_isnull[r->new_att - 1] ||
 						  any_written(state, r->n_up_deps, r->up_deps)))
-					apply(state, r->up, r->new_att, replaced);
+					apply(state, r->up, r->new_att, &changed);
 				else if (r->down && !written(state, r->old_att) &&
 						 any_written(state, r->n_down_deps, r->down_deps))
-					apply(state, r->down, r->old_att, replaced);
+					apply(state, r->down, r->old_att, &changed);
 			}
 		}
 	}
@@ -587,11 +582,7 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	 * The result, formed from the working slot, which holds the whole row
 	 * already: cheaper than heap_modify_tuple, which would deform it again.
 	 */
-	nreplaced = 0;
-	for (int i = 0; i < desc->natts; i++)
-		if (replaced[i])
-			nreplaced++;
-	if (nreplaced > 0)
+	if (changed)
 	{
 		HeapTuple	result = heap_form_tuple(desc, slot->tts_values, slot->tts_isnull);
 

@@ -437,8 +437,9 @@ zdm_worker_main(Datum arg)
 	/*
 	 * Yield the CPUs to client backends: a batch that competes with them on
 	 * equal terms takes a whole core from a small server, and the clients'
-	 * tail latency shows it.  (Lowering one's own priority needs no rights;
-	 * it is never raised again, so a reload only lowers it further.)
+	 * tail latency shows it.  Lowering one's own priority needs no rights.
+	 * Set once, at start: a changed zdm.worker_nice applies to the next
+	 * worker (raising it back would need rights the worker does not have).
 	 */
 	if (zdm_worker_nice > 0 && setpriority(PRIO_PROCESS, 0, zdm_worker_nice) != 0)
 		ereport(LOG,
