@@ -200,6 +200,25 @@ COPY tr_legacy (id, code) FROM STDIN;
 SELECT * FROM tr_legacy ORDER BY id;
 
 --
+-- An up expression whose function writes the same table: the nested call
+-- of the trigger gets a working row of its own and leaves the outer row be.
+--
+CREATE TABLE tr_nest (id int PRIMARY KEY, note text);
+CREATE FUNCTION tr_nest_up(id int, note text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+    IF note = 'outer' THEN
+        INSERT INTO tr_nest (id, note) VALUES (id + 100, 'inner');
+    END IF;
+    RETURN upper(note);
+END $f$;
+SELECT zdm.expand('tr_nest', $${"operations":[{"alter_column":{"table":"tr_nest","column":"note",
+  "name":"note_upper","up":"tr_nest_up(id, note)","down":"lower(note_upper)"}}]}$$);
+INSERT INTO tr_nest (id, note) VALUES (1, 'outer');
+UPDATE tr_nest SET note = 'outer' WHERE id = 1;
+SELECT id, note, note_upper FROM tr_nest ORDER BY id;
+SELECT zdm.rollback('tr_nest');
+
+--
 -- The end: tr_status and tr_docs_slug are backfilled and contracted,
 -- tr_events_status and tr_legacy_drop rolled back.
 --

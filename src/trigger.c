@@ -99,8 +99,8 @@ typedef struct DualWriteState
 	int			nrules;
 	RuleState  *rules;
 	ExprContext *econtext;
-	TupleTableSlot *slot;
-	bool	   *written;		/* per UPDATE: columns the statement wrote */
+	TupleTableSlot *slot;		/* the working row of an outermost call */
+	bool	   *written;		/* its columns an UPDATE wrote */
 	int			in_use;			/* nesting depth of calls using this state */
 } DualWriteState;
 
@@ -393,26 +393,42 @@ get_state(TriggerData *td)
 }
 
 /*
+ * One call's working row.  Normally the state's own slot and array; a call
+ * nested inside another on the same trigger (an up expression whose
+ * function writes the same table) gets its own, so that it cannot
+ * overwrite the outer call's row.
+ */
+typedef struct WorkRow
+{
+	DualWriteState *state;
+	TupleTableSlot *slot;
+	bool	   *written;		/* UPDATE: columns the statement wrote */
+	MemoryContext cxt;			/* the caller's per-tuple memory */
+	bool		changed;		/* did a rule set a column? */
+} WorkRow;
+
+/*
  * Which columns an UPDATE wrote: named in its SET list (tg_updatedcols) and
  * changed.  Read once per row, before any rule sets a column: the new
  * values from the working slot, the old ones from the trigger manager's
  * slot of the old row, deformed only as far as the last SET column.
  */
 static void
-find_written(TriggerData *td, DualWriteState *state)
+find_written(TriggerData *td, WorkRow *row)
 {
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
-	TupleTableSlot *new = state->slot;
+	int			natts = row->state->natts;
+	TupleTableSlot *new = row->slot;
 	TupleTableSlot *old = td->tg_trigslot;
 	AttrNumber	last = 0;
 	int			x = -1;
 
-	memset(state->written, 0, sizeof(bool) * state->natts);
+	memset(row->written, 0, sizeof(bool) * natts);
 	while ((x = bms_next_member(td->tg_updatedcols, x)) >= 0)
 	{
 		AttrNumber	att = x + FirstLowInvalidHeapAttributeNumber;
 
-		if (att > 0 && att <= state->natts)
+		if (att > 0 && att <= natts)
 			last = att;
 	}
 	if (last == 0)
@@ -434,42 +450,111 @@ find_written(TriggerData *td, DualWriteState *state)
 		oldnull = old->tts_isnull[att - 1];
 		newnull = new->tts_isnull[att - 1];
 		if (oldnull || newnull)
-			state->written[att - 1] = (oldnull != newnull);
+			row->written[att - 1] = (oldnull != newnull);
 		else
-			state->written[att - 1] = !datumIsEqual(old->tts_values[att - 1], new->tts_values[att - 1],
-													 a->attbyval, a->attlen);
+			row->written[att - 1] = !datumIsEqual(old->tts_values[att - 1], new->tts_values[att - 1],
+												   a->attbyval, a->attlen);
 	}
 }
 
 /* (A whole-row or system column in an expression's inputs is never "written".) */
 static inline bool
-written(DualWriteState *state, AttrNumber att)
+written(WorkRow *row, AttrNumber att)
 {
-	return att > 0 && att <= state->natts && state->written[att - 1];
+	return att > 0 && att <= row->state->natts && row->written[att - 1];
 }
 
 static bool
-any_written(DualWriteState *state, int n, AttrNumber *atts)
+any_written(WorkRow *row, int n, AttrNumber *atts)
 {
 	for (int i = 0; i < n; i++)
-		if (written(state, atts[i]))
+		if (written(row, atts[i]))
 			return true;
 	return false;
 }
 
 /* Evaluate expr over the working row and store it into att. */
 static void
-apply(DualWriteState *state, ExprState *expr, AttrNumber att, bool *changed)
+apply(WorkRow *row, ExprState *expr, AttrNumber att)
 {
-	TupleTableSlot *slot = state->slot;
+	ExprContext *econtext = row->state->econtext;
 	bool		isnull;
 	Datum		value;
 
-	state->econtext->ecxt_scantuple = slot;
-	value = ExecEvalExprSwitchContext(expr, state->econtext, &isnull);
-	slot->tts_values[att - 1] = value;
-	slot->tts_isnull[att - 1] = isnull;
-	*changed = true;
+	/* Set for every evaluation: a nested call may have changed them. */
+	econtext->ecxt_scantuple = row->slot;
+	econtext->ecxt_per_tuple_memory = row->cxt;
+	value = ExecEvalExprSwitchContext(expr, econtext, &isnull);
+	row->slot->tts_values[att - 1] = value;
+	row->slot->tts_isnull[att - 1] = isnull;
+	row->changed = true;
+}
+
+/* Apply the rules to the working row. */
+static void
+convert(WorkRow *row, bool is_update)
+{
+	DualWriteState *state = row->state;
+	TupleTableSlot *slot = row->slot;
+
+	/* A session that declared its version says which side it writes. */
+	int			side = 0;		/* 0: judge by the write, 1: old, 2: new */
+
+	if (zdm_api_version != NULL && zdm_api_version[0] != '\0')
+	{
+		if (state->version_new && strcmp(zdm_api_version, state->version_new) == 0)
+			side = 2;
+		else if (state->version_old && strcmp(zdm_api_version, state->version_old) == 0)
+			side = 1;
+	}
+
+	for (int i = 0; i < state->nrules; i++)
+	{
+		RuleState  *r = &state->rules[i];
+
+		if (side != 0 && r->up && r->down)
+		{
+			bool		unconverted = slot->tts_isnull[r->new_att - 1];
+
+			/*
+			 * Both directions known: follow the declared version.  A new
+			 * client's write that leaves the new column NULL (an update of a
+			 * row the backfill has not reached, an insert relying on the old
+			 * column's default) is converted like an old one's.
+			 */
+			if (side == 1 && (!is_update || unconverted || written(row, r->old_att) ||
+							  any_written(row, r->n_up_deps, r->up_deps)))
+				apply(row, r->up, r->new_att);
+			else if (side == 2 && !unconverted &&
+					 (!is_update || written(row, r->new_att) ||
+					  any_written(row, r->n_down_deps, r->down_deps)))
+				apply(row, r->down, r->old_att);
+			else if (side == 2 && unconverted && !written(row, r->new_att))
+				apply(row, r->up, r->new_att);
+			continue;
+		}
+		if (!is_update)
+		{
+			if (r->up && slot->tts_isnull[r->new_att - 1])
+				apply(row, r->up, r->new_att);
+			else if (r->down && (r->new_att != 0 || slot->tts_isnull[r->old_att - 1]))
+				apply(row, r->down, r->old_att);
+		}
+		else
+		{
+			bool		new_written = r->new_att != 0 && written(row, r->new_att);
+
+			if (new_written && r->down)
+				apply(row, r->down, r->old_att);
+			else if (r->up && !new_written &&
+					 (slot->tts_isnull[r->new_att - 1] ||
+					  any_written(row, r->n_up_deps, r->up_deps)))
+				apply(row, r->up, r->new_att);
+			else if (r->down && !written(row, r->old_att) &&
+					 any_written(row, r->n_down_deps, r->down_deps))
+				apply(row, r->down, r->old_att);
+		}
+	}
 }
 
 Datum
@@ -478,10 +563,8 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	DualWriteState *state;
 	HeapTuple	tuple;
-	TupleDesc	desc;
-	TupleTableSlot *slot;
 	bool		is_update;
-	bool		changed = false;	/* did a rule set a column? */
+	WorkRow		row;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -501,76 +584,35 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tuple);
 
 	state = get_state(td);
-	desc = RelationGetDescr(td->tg_relation);
-	slot = state->slot;
-	ResetExprContext(state->econtext);
-	ExecClearTuple(slot);
-	heap_deform_tuple(tuple, desc, slot->tts_values, slot->tts_isnull);
-	ExecStoreVirtualTuple(slot);
+	row.state = state;
+	row.changed = false;
+
+	/*
+	 * The trigger manager calls us in the executor's per-tuple memory
+	 * context, reset for every row: evaluate there rather than resetting a
+	 * context of our own for each row.  A nested call's row lives there too.
+	 */
+	row.cxt = CurrentMemoryContext;
+	if (state->in_use == 0)
+	{
+		row.slot = state->slot;
+		row.written = state->written;
+	}
+	else
+	{
+		row.slot = MakeSingleTupleTableSlot(state->slot->tts_tupleDescriptor, &TTSOpsVirtual);
+		row.written = palloc0(sizeof(bool) * state->natts);
+	}
+	ExecClearTuple(row.slot);
+	heap_deform_tuple(tuple, RelationGetDescr(td->tg_relation), row.slot->tts_values, row.slot->tts_isnull);
+	ExecStoreVirtualTuple(row.slot);
 	if (is_update)
-		find_written(td, state);
+		find_written(td, &row);
 
 	state->in_use++;
 	PG_TRY();
 	{
-		/* A session that declared its version says which side it writes. */
-		int			side = 0;	/* 0: judge by the write, 1: old, 2: new */
-
-		if (zdm_api_version != NULL && zdm_api_version[0] != '\0')
-		{
-			if (state->version_new && strcmp(zdm_api_version, state->version_new) == 0)
-				side = 2;
-			else if (state->version_old && strcmp(zdm_api_version, state->version_old) == 0)
-				side = 1;
-		}
-
-		for (int i = 0; i < state->nrules; i++)
-		{
-			RuleState  *r = &state->rules[i];
-
-			if (side != 0 && r->up && r->down)
-			{
-				bool		unconverted = slot->tts_isnull[r->new_att - 1];
-
-				/*
-				 * Both directions known: follow the declared version.  A new
-				 * client's write that leaves the new column NULL (an update of
-				 * a row the backfill has not reached, an insert relying on the
-				 * old column's default) is converted like an old one's.
-				 */
-				if (side == 1 && (!is_update || unconverted || written(state, r->old_att) ||
-								  any_written(state, r->n_up_deps, r->up_deps)))
-					apply(state, r->up, r->new_att, &changed);
-				else if (side == 2 && !unconverted &&
-						 (!is_update || written(state, r->new_att) ||
-						  any_written(state, r->n_down_deps, r->down_deps)))
-					apply(state, r->down, r->old_att, &changed);
-				else if (side == 2 && unconverted && !written(state, r->new_att))
-					apply(state, r->up, r->new_att, &changed);
-				continue;
-			}
-			if (!is_update)
-			{
-				if (r->up && slot->tts_isnull[r->new_att - 1])
-					apply(state, r->up, r->new_att, &changed);
-				else if (r->down && (r->new_att != 0 || slot->tts_isnull[r->old_att - 1]))
-					apply(state, r->down, r->old_att, &changed);
-			}
-			else
-			{
-				bool		new_written = r->new_att != 0 && written(state, r->new_att);
-
-				if (new_written && r->down)
-					apply(state, r->down, r->old_att, &changed);
-				else if (r->up && !new_written &&
-						 (slot->tts_isnull[r->new_att - 1] ||
-						  any_written(state, r->n_up_deps, r->up_deps)))
-					apply(state, r->up, r->new_att, &changed);
-				else if (r->down && !written(state, r->old_att) &&
-						 any_written(state, r->n_down_deps, r->down_deps))
-					apply(state, r->down, r->old_att, &changed);
-			}
-		}
+		convert(&row, is_update);
 	}
 	PG_FINALLY();
 	{
@@ -582,9 +624,10 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	 * The result, formed from the working slot, which holds the whole row
 	 * already: cheaper than heap_modify_tuple, which would deform it again.
 	 */
-	if (changed)
+	if (row.changed)
 	{
-		HeapTuple	result = heap_form_tuple(desc, slot->tts_values, slot->tts_isnull);
+		HeapTuple	result = heap_form_tuple(RelationGetDescr(td->tg_relation),
+											 row.slot->tts_values, row.slot->tts_isnull);
 
 		/* What heap_modify_tuple would have kept of the original. */
 		result->t_data->t_ctid = tuple->t_data->t_ctid;
@@ -592,5 +635,7 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 		result->t_tableOid = tuple->t_tableOid;
 		tuple = result;
 	}
+	if (row.slot != state->slot)
+		ExecDropSingleTupleTableSlot(row.slot);
 	return PointerGetDatum(tuple);
 }
