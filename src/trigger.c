@@ -71,6 +71,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(zdm_dual_write);
 
@@ -78,17 +79,6 @@ const char *zdm_backfill_bypass = NULL;
 
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
-typedef struct RuleState
-{
-	AttrNumber	old_att;		/* 0 = none */
-	AttrNumber	new_att;		/* 0 = none */
-	ExprState  *up;
-	ExprState  *down;
-	int			n_up_deps;
-	AttrNumber *up_deps;		/* columns up reads */
-	int			n_down_deps;
-	AttrNumber *down_deps;		/* columns down reads */
-} RuleState;
 
 typedef struct DualWriteState
 {
@@ -97,7 +87,7 @@ typedef struct DualWriteState
 	char	   *version_old;	/* API versions of the migration, or NULL */
 	char	   *version_new;
 	int			nrules;
-	RuleState  *rules;
+	ZdmRule  *rules;
 	ExprContext *econtext;
 	TupleTableSlot *slot;		/* the working row of an outermost call */
 	bool	   *written;		/* its columns an UPDATE wrote */
@@ -113,6 +103,8 @@ typedef struct DualWriteEntry
 } DualWriteEntry;
 
 static HTAB *dual_write_cache = NULL;
+static Oid	dual_write_oid = InvalidOid;
+static bool dual_write_oid_known = false;
 static DualWriteEntry *last_entry = NULL;	/* the entry used last, if any */
 
 static void
@@ -145,17 +137,21 @@ bypassed(Trigger *tg)
 		strcmp(tg->tgargs[0], zdm_backfill_bypass) == 0;
 }
 
-/* Take the bypassed migration's triggers out of a result relation's list. */
-static void
-strip_bypassed(ResultRelInfo *rri, Oid dual_write)
+/*
+ * Take some triggers out of a result relation's list for one statement:
+ * those of zdm.dual_write for which drop() says so.
+ */
+void
+zdm_strip_triggers(ResultRelInfo *rri, bool (*drop) (Trigger *tg, void *arg), void *arg)
 {
 	TriggerDesc *td = rri->ri_TrigDesc;
+	Oid			dual_write = zdm_dual_write_oid();
 	int			n = 0;
 
-	if (td == NULL)
+	if (td == NULL || !OidIsValid(dual_write))
 		return;
 	for (int i = 0; i < td->numtriggers; i++)
-		if (td->triggers[i].tgfoid != dual_write || !bypassed(&td->triggers[i]))
+		if (td->triggers[i].tgfoid != dual_write || !drop(&td->triggers[i], arg))
 			td->triggers[n++] = td->triggers[i];
 	if (n == td->numtriggers)
 		return;
@@ -179,6 +175,12 @@ strip_bypassed(ResultRelInfo *rri, Oid dual_write)
 	}
 }
 
+static bool
+drop_bypassed(Trigger *tg, void *arg)
+{
+	return bypassed(tg);
+}
+
 static void
 bypass_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
@@ -189,29 +191,47 @@ bypass_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 	if (zdm_backfill_bypass != NULL && queryDesc->operation == CMD_UPDATE)
 	{
-		Oid			dual_write = LookupFuncName(list_make2(makeString("zdm"), makeString("dual_write")),
-												0, NULL, true);
 		ListCell   *lc;
 
-		if (!OidIsValid(dual_write))
-			return;
 		foreach(lc, queryDesc->estate->es_opened_result_relations)
-			strip_bypassed(lfirst(lc), dual_write);
+			zdm_strip_triggers(lfirst(lc), drop_bypassed, NULL);
 	}
+}
+
+/* pg_proc changed: zdm.dual_write may have a new OID (extension re-created). */
+static void
+dual_write_proc_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	dual_write_oid = InvalidOid;
+	dual_write_oid_known = false;
+}
+
+/* The OID of zdm.dual_write(), or InvalidOid when zdm is not installed. */
+Oid
+zdm_dual_write_oid(void)
+{
+	if (!dual_write_oid_known)
+	{
+		dual_write_oid = LookupFuncName(list_make2(makeString("zdm"), makeString("dual_write")),
+										0, NULL, true);
+		dual_write_oid_known = true;
+	}
+	return dual_write_oid;
 }
 
 void
 zdm_trigger_init(void)
 {
 	CacheRegisterRelcacheCallback(dual_write_relcache_cb, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, dual_write_proc_cb, (Datum) 0);
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = bypass_ExecutorStart;
 }
 
 static AttrNumber
-rule_column(TriggerData *td, const char *migration, const char *col)
+rule_column(Relation rel, const char *migration, const char *col)
 {
-	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleDesc	desc = RelationGetDescr(rel);
 
 	if (col[0] == '\0')
 		return 0;
@@ -225,19 +245,22 @@ rule_column(TriggerData *td, const char *migration, const char *col)
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_COLUMN),
 			 errmsg("dual-write trigger of migration \"%s\": column \"%s\" of table \"%s\" does not exist",
-					migration, col, RelationGetRelationName(td->tg_relation)),
+					migration, col, RelationGetRelationName(rel)),
 			 errhint("The table was altered outside zdm; roll the migration back with zdm.rollback('%s').",
 					 migration)));
 	return 0;					/* keep compiler quiet */
 }
 
-/* Compile one expression computing column att; *deps gets what it reads. */
+/*
+ * Compile one expression computing column att; *deps gets what it reads,
+ * *tree (if not NULL) the analysed expression before planning.
+ */
 static ExprState *
-rule_compile(TriggerData *td, const char *migration, const char *what,
+rule_compile(Relation rel, const char *migration, const char *what,
 			 const char *text, AttrNumber att, int *ndeps, AttrNumber **deps,
-			 const char *in_place_physical)
+			 const char *in_place_physical, Node **tree)
 {
-	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleDesc	desc = RelationGetDescr(rel);
 	TupleDesc	seen = desc;
 	Form_pg_attribute target = TupleDescAttr(desc, att - 1);
 	Node	   *expr;
@@ -246,8 +269,10 @@ rule_compile(TriggerData *td, const char *migration, const char *what,
 
 	if (in_place_physical)
 		seen = zdm_desc_as_seen(desc, NameStr(target->attname), in_place_physical);
-	expr = zdm_expr_analyze(migration, what, seen, RelationGetRelationName(td->tg_relation),
+	expr = zdm_expr_analyze(migration, what, seen, RelationGetRelationName(rel),
 							text, target->atttypid, target->atttypmod);
+	if (tree)
+		*tree = copyObject(expr);
 	expr = (Node *) expression_planner((Expr *) expr);
 	pull_varattnos(expr, 1, &vars);
 	*ndeps = 0;
@@ -271,9 +296,8 @@ count_rules(Trigger *tg)
 
 /* Build the compiled state of a trigger from its arguments. */
 static pg_noinline DualWriteState *
-build_state(TriggerData *td)
+build_state(Relation rel, Trigger *tg)
 {
-	Trigger    *tg = td->tg_trigger;
 	MemoryContext cxt;
 	MemoryContext old;
 	DualWriteState *state;
@@ -289,7 +313,7 @@ build_state(TriggerData *td)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on table \"%s\" has malformed arguments for zdm.dual_write()",
-						tg->tgname, RelationGetRelationName(td->tg_relation)),
+						tg->tgname, RelationGetRelationName(rel)),
 				 errhint("zdm.dual_write() triggers are created by zdm.expand(), not by hand.")));
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "zdm dual-write trigger",
@@ -301,10 +325,10 @@ build_state(TriggerData *td)
 	{
 		const char *migration = tg->tgargs[0];
 
-		state->natts = RelationGetDescr(td->tg_relation)->natts;
+		state->natts = RelationGetDescr(rel)->natts;
 		has_tail = tail < tg->tgnargs;
 		state->nrules = nrules;
-		state->rules = palloc0(sizeof(RuleState) * state->nrules);
+		state->rules = palloc0(sizeof(ZdmRule) * state->nrules);
 		if (has_tail && tg->tgargs[tail + 1][0] != '\0')
 			state->version_old = pstrdup(tg->tgargs[tail + 1]);
 		if (has_tail && tg->tgargs[tail + 2][0] != '\0')
@@ -312,28 +336,30 @@ build_state(TriggerData *td)
 		level = zdm_search_path_push(tg->tgargs[1]);
 		for (int i = 0; i < state->nrules; i++)
 		{
-			RuleState  *r = &state->rules[i];
+			ZdmRule  *r = &state->rules[i];
 			char	  **a = &tg->tgargs[2 + 4 * i];
 
-			r->old_att = rule_column(td, migration, a[0]);
-			r->new_att = rule_column(td, migration, a[1]);
+			r->old_att = rule_column(rel, migration, a[0]);
+			r->new_att = rule_column(rel, migration, a[1]);
 			if (a[2][0] != '\0' && r->new_att != 0)
-				r->up = rule_compile(td, migration, psprintf("up expression of column \"%s\"", a[1]),
-									 a[2], r->new_att, &r->n_up_deps, &r->up_deps, NULL);
+				r->up = rule_compile(rel, migration, psprintf("up expression of column \"%s\"", a[1]),
+									 a[2], r->new_att, &r->n_up_deps, &r->up_deps, NULL,
+									 &r->up_tree);
 			if (a[3][0] != '\0' && r->old_att != 0)
 			{
 				const char *visible = has_tail ? tg->tgargs[tail + 3 + i] : "";
 
 				/* Changed in place: down reads the row as the new version sees it. */
-				r->down = rule_compile(td, migration, psprintf("down expression of column \"%s\"", a[0]),
+				r->down = rule_compile(rel, migration, psprintf("down expression of column \"%s\"", a[0]),
 									   a[3], r->old_att, &r->n_down_deps, &r->down_deps,
-									   (r->new_att != 0 && strcmp(visible, a[0]) == 0) ? a[1] : NULL);
+									   (r->new_att != 0 && strcmp(visible, a[0]) == 0) ? a[1] : NULL,
+									   NULL);
 			}
 		}
 		zdm_guc_pop(level);
 		state->written = palloc0(sizeof(bool) * state->natts);
 		state->econtext = CreateStandaloneExprContext();
-		state->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(td->tg_relation)),
+		state->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
 											   &TTSOpsVirtual);
 	}
 	PG_CATCH();
@@ -348,15 +374,15 @@ build_state(TriggerData *td)
 }
 
 static pg_noinline DualWriteState *
-get_state(TriggerData *td)
+get_state(Relation rel, Trigger *tg)
 {
-	Oid			tgoid = td->tg_trigger->tgoid;
+	Oid			tgoid = tg->tgoid;
 	DualWriteEntry *entry;
 	bool		found;
 
 	/* A bulk statement fires the same trigger for every row: skip the hash. */
 	if (last_entry != NULL && last_entry->tgoid == tgoid && last_entry->valid &&
-		last_entry->state->natts == RelationGetDescr(td->tg_relation)->natts)
+		last_entry->state->natts == RelationGetDescr(rel)->natts)
 		return last_entry->state;
 
 	if (dual_write_cache == NULL)
@@ -376,20 +402,52 @@ get_state(TriggerData *td)
 		entry->valid = false;
 	}
 	if (!entry->valid || entry->state == NULL ||
-		entry->state->natts != RelationGetDescr(td->tg_relation)->natts)
+		entry->state->natts != RelationGetDescr(rel)->natts)
 	{
 		DualWriteState *fresh;
 
 		/* Build first: on error the old entry stays invalid, not half-built. */
 		entry->valid = false;
-		fresh = build_state(td);
+		fresh = build_state(rel, tg);
 		free_state(entry->state);
 		entry->state = fresh;
-		entry->relid = RelationGetRelid(td->tg_relation);
+		entry->relid = RelationGetRelid(rel);
 		entry->valid = true;
 	}
 	last_entry = entry;
 	return entry->state;
+}
+
+/*
+ * The rules of a dual-write trigger of rel, copied into the current memory
+ * context (the cached state may go with the next invalidation): the
+ * columns, the dependencies and (with_trees) up_tree; up and down only
+ * tell whether there is such an expression.  *versioned: the migration declared API
+ * versions, so a session may say which side it writes.
+ */
+int
+zdm_dual_write_rules(Relation rel, Trigger *tg, bool with_trees, ZdmRule **rules,
+					 bool *versioned)
+{
+	DualWriteState *state = get_state(rel, tg);
+	ZdmRule    *copy = palloc(sizeof(ZdmRule) * (state->nrules + 1));
+
+	for (int i = 0; i < state->nrules; i++)
+	{
+		ZdmRule    *r = &state->rules[i];
+
+		copy[i] = *r;
+		copy[i].up_tree = with_trees ? copyObject(r->up_tree) : NULL;
+		copy[i].up_deps = palloc(sizeof(AttrNumber) * (r->n_up_deps + 1));
+		if (r->n_up_deps > 0)
+			memcpy(copy[i].up_deps, r->up_deps, sizeof(AttrNumber) * r->n_up_deps);
+		copy[i].down_deps = palloc(sizeof(AttrNumber) * (r->n_down_deps + 1));
+		if (r->n_down_deps > 0)
+			memcpy(copy[i].down_deps, r->down_deps, sizeof(AttrNumber) * r->n_down_deps);
+	}
+	*rules = copy;
+	*versioned = state->version_old != NULL || state->version_new != NULL;
+	return state->nrules;
 }
 
 /*
@@ -510,7 +568,7 @@ convert(WorkRow *row, bool is_update)
 
 	for (int i = 0; i < state->nrules; i++)
 	{
-		RuleState  *r = &state->rules[i];
+		ZdmRule  *r = &state->rules[i];
 
 		if (side != 0 && r->up && r->down)
 		{
@@ -583,7 +641,7 @@ zdm_dual_write(PG_FUNCTION_ARGS)
 	if (bypassed(td->tg_trigger))
 		return PointerGetDatum(tuple);
 
-	state = get_state(td);
+	state = get_state(td->tg_relation, td->tg_trigger);
 	row.state = state;
 	row.changed = false;
 

@@ -247,6 +247,15 @@ _PG_init(void)
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("zdm.inline_updates",
+							 "Plan the dual-write conversion into UPDATE statements instead of firing the trigger.",
+							 "Spares UPDATEs of a table being migrated the row lock PostgreSQL takes "
+							 "before any BEFORE ROW UPDATE trigger; the result is the same.",
+							 &zdm_inline_updates,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
 	zdm_telemetry_init();
 
 	MarkGUCPrefixReserved("zdm");
@@ -256,6 +265,7 @@ _PG_init(void)
 
 	RegisterXactCallback(zdm_xact_callback, NULL);
 	zdm_trigger_init();
+	zdm_inline_init();
 }
 
 /* Milliseconds elapsed since start. */

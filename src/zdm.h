@@ -162,7 +162,37 @@ extern char *zdm_throttle_reason(const char *name, Jsonb *plan);
 
 /* ---- trigger.c ---- */
 
+/*
+ * trigger.c: the dual-write trigger's compiled rules (one per column pair),
+ * cached per trigger; inline.c plans the same rules into UPDATE statements.
+ */
+struct ExprState;
+struct RelationData;
+struct Trigger;
+struct ResultRelInfo;
+
+typedef struct ZdmRule
+{
+	AttrNumber	old_att;		/* 0 = none */
+	AttrNumber	new_att;		/* 0 = none */
+	struct ExprState *up;		/* new column from the row, or NULL */
+	struct ExprState *down;		/* old column from the row, or NULL */
+	Node	   *up_tree;		/* up analysed, not planned; Vars have varno 1 */
+	int			n_up_deps;
+	AttrNumber *up_deps;		/* columns up reads */
+	int			n_down_deps;
+	AttrNumber *down_deps;		/* columns down reads */
+} ZdmRule;
+
 extern void zdm_trigger_init(void);
+extern Oid	zdm_dual_write_oid(void);
+extern int	zdm_dual_write_rules(struct RelationData *rel, struct Trigger *tg,
+								 bool with_trees, ZdmRule **rules, bool *versioned);
+extern void zdm_strip_triggers(struct ResultRelInfo *rri,
+							   bool (*drop) (struct Trigger *tg, void *arg), void *arg);
+
+extern bool zdm_inline_updates;	/* GUC zdm.inline_updates */
+extern void zdm_inline_init(void);
 
 /* ---- telemetry.c: requests per API version ---- */
 
