@@ -116,3 +116,37 @@ SELECT zdm.differs(1.0, 1.00) AS numeric_scale, zdm.differs('a'::text, 'a') AS s
        zdm.differs(repeat('x', 100000), repeat('x', 100000)) AS long_same;
 
 SELECT zdm.rollback('il_b'), zdm.rollback('il_v'), zdm.rollback('il_p');
+
+--
+-- INSERT's fast path: the new column, the table's last and of fixed width,
+-- is appended to the old client's tuple instead of forming a new one.
+-- Every fixed-width layout (by value and by reference, each alignment),
+-- after a dropped column and beside NULLs, reads back as up computes it,
+-- and amcheck finds every tuple well formed.
+--
+CREATE EXTENSION amcheck;
+CREATE TABLE il_fast (id int PRIMARY KEY, small int2, gone text, note text, legacy text);
+ALTER TABLE il_fast DROP COLUMN gone;
+CREATE FUNCTION il_fast_case(t text, up text) RETURNS TABLE (type text, rows bigint, wrong bigint, corrupt bigint)
+LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM zdm.expand('il_fast_' || t, jsonb_build_object('operations', jsonb_build_array(
+        jsonb_build_object('add_column', jsonb_build_object('table', 'il_fast', 'up', up,
+            'column', jsonb_build_object('name', 'v', 'type', t, 'nullable', true))))));
+    INSERT INTO il_fast (id, small, note, legacy)
+    SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, CASE WHEN g % 2 = 0 THEN repeat('n', g % 7) END,
+           CASE WHEN g % 5 <> 0 THEN g::text END
+      FROM generate_series(1, 40) g;
+    COPY il_fast (id, legacy) FROM PROGRAM $$seq 41 45 | sed 's/.*/&,&/'$$ WITH (FORMAT csv);
+    RETURN QUERY EXECUTE format(
+        'SELECT %L, count(*), count(*) FILTER (WHERE zdm.differs(v, (%s))), '
+        '(SELECT count(*) FROM verify_heapam(''il_fast'')) FROM il_fast', t, up);
+    PERFORM zdm.rollback('il_fast_' || t);
+    TRUNCATE il_fast;
+END $f$;
+SELECT c.* FROM (VALUES ('int2', 'legacy::int2'), ('int4', 'legacy::int4 * 7'), ('int8', 'legacy::int8 << 40'),
+                        ('float8', 'legacy::float8 / 3'), ('bool', 'legacy::int % 2 = 0'), ('"char"', 'legacy::"char"'),
+                        ('uuid', 'md5(legacy)::uuid'), ('name', 'legacy::name'), ('il_status', $$'paid'::il_status$$),
+                        ('timestamptz', $$'2026-01-01'::timestamptz + legacy::int * interval '1 hour'$$),
+                        ('point', 'point(legacy::float8, 1)'))
+       AS cases(t, up), il_fast_case(cases.t, cases.up) c;
