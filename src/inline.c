@@ -26,7 +26,8 @@
  * column is computed again when a column up reads changed, or when the row
  * is not converted yet (NULL); otherwise it is left as it is.  zdm.differs
  * compares the stored bytes, as the trigger does, not the type's equality.
- * A planner hook adds the entry.  An ExecutorStart hook recognises it (the
+ * A planner hook adds the entry.  The ExecutorStart hook (trigger.c's, which
+ * also leaves the backfill's trigger out) recognises it (the
  * plan sets a new column the statement did not name, which only this hook
  * does) and takes that migration's trigger out of the statement's own copy
  * of the table's trigger list.
@@ -78,7 +79,6 @@ PG_FUNCTION_INFO_V1(zdm_differs);
 bool		zdm_inline_updates = true;
 
 static planner_hook_type prev_planner = NULL;
-static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static Oid	differs_oid = InvalidOid;
 static bool differs_known = false;
 
@@ -366,15 +366,14 @@ drop_inlined(Trigger *tg, void *arg)
 	return any;
 }
 
-static void
-inline_ExecutorStart(QueryDesc *queryDesc, int eflags)
+/*
+ * Called by trigger.c's ExecutorStart hook once the executor has opened the
+ * result relations: leave out the triggers whose work the plan does.
+ */
+void
+zdm_inline_strip(QueryDesc *queryDesc)
 {
 	Plan	   *plan = queryDesc->plannedstmt->planTree;
-
-	if (prev_ExecutorStart)
-		prev_ExecutorStart(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
 
 	if (queryDesc->operation == CMD_UPDATE && plan != NULL && IsA(plan, ModifyTable) &&
 		((ModifyTable *) plan)->operation == CMD_UPDATE)
@@ -414,8 +413,6 @@ zdm_inline_init(void)
 	CacheRegisterSyscacheCallback(PROCOID, differs_proc_cb, (Datum) 0);
 	prev_planner = planner_hook;
 	planner_hook = inline_planner;
-	prev_ExecutorStart = ExecutorStart_hook;
-	ExecutorStart_hook = inline_ExecutorStart;
 }
 
 /*

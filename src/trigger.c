@@ -87,7 +87,7 @@ typedef struct DualWriteState
 	char	   *version_old;	/* API versions of the migration, or NULL */
 	char	   *version_new;
 	int			nrules;
-	ZdmRule  *rules;
+	ZdmRule    *rules;
 	ExprContext *econtext;
 	TupleTableSlot *slot;		/* the working row of an outermost call */
 	bool	   *written;		/* its columns an UPDATE wrote */
@@ -182,21 +182,29 @@ drop_bypassed(Trigger *tg, void *arg)
 	return bypassed(tg);
 }
 
+/*
+ * The one ExecutorStart hook that edits statements' trigger lists: the
+ * backfill's UPDATEs skip their migration's trigger, and UPDATEs planned
+ * with the conversion (inline.c) skip the trigger whose work they do.
+ */
 static void
-bypass_ExecutorStart(QueryDesc *queryDesc, int eflags)
+strip_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
 
-	if (zdm_backfill_bypass != NULL && queryDesc->operation == CMD_UPDATE)
+	if (queryDesc->operation != CMD_UPDATE)
+		return;
+	if (zdm_backfill_bypass != NULL)
 	{
 		ListCell   *lc;
 
 		foreach(lc, queryDesc->estate->es_opened_result_relations)
 			zdm_strip_triggers(lfirst(lc), drop_bypassed, NULL);
 	}
+	zdm_inline_strip(queryDesc);
 }
 
 /* pg_proc changed: zdm.dual_write may have a new OID (extension re-created). */
@@ -226,7 +234,7 @@ zdm_trigger_init(void)
 	CacheRegisterRelcacheCallback(dual_write_relcache_cb, (Datum) 0);
 	CacheRegisterSyscacheCallback(PROCOID, dual_write_proc_cb, (Datum) 0);
 	prev_ExecutorStart = ExecutorStart_hook;
-	ExecutorStart_hook = bypass_ExecutorStart;
+	ExecutorStart_hook = strip_ExecutorStart;
 }
 
 static AttrNumber
@@ -337,7 +345,7 @@ build_state(Relation rel, Trigger *tg)
 		level = zdm_search_path_push(tg->tgargs[1]);
 		for (int i = 0; i < state->nrules; i++)
 		{
-			ZdmRule  *r = &state->rules[i];
+			ZdmRule    *r = &state->rules[i];
 			char	  **a = &tg->tgargs[2 + 4 * i];
 
 			r->old_att = rule_column(rel, migration, a[0]);
@@ -621,7 +629,7 @@ convert(WorkRow *row, bool is_update)
 
 	for (int i = 0; i < state->nrules; i++)
 	{
-		ZdmRule  *r = &state->rules[i];
+		ZdmRule    *r = &state->rules[i];
 
 		if (side != 0 && r->up && r->down)
 		{

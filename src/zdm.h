@@ -193,6 +193,8 @@ extern void zdm_strip_triggers(struct ResultRelInfo *rri,
 
 extern bool zdm_inline_updates;	/* GUC zdm.inline_updates */
 extern void zdm_inline_init(void);
+struct QueryDesc;
+extern void zdm_inline_strip(struct QueryDesc *queryDesc);
 
 /* ---- telemetry.c: requests per API version ---- */
 
