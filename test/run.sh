@@ -23,6 +23,7 @@ want() { local s; for s in "${suites[@]}"; do [ "$s" = "$1" ] && return 0; done;
 passed=0
 failed=0
 failures=()
+failure_details=""
 
 # What each suite will run, known before building so that a failed build
 # can count every unit it prevented.
@@ -45,6 +46,8 @@ units=$(( ${#regress_tests[@]} + ${#isolation_specs[@]} + ${#tap_files[@]} ))
 finish() {
     echo
     if [ ${#failures[@]} -gt 0 ]; then
+        # The failed assertions again, last, where a log's tail shows them.
+        [ -z "$failure_details" ] || printf '%s\n' "$failure_details"
         echo "failed: ${failures[*]}"
     fi
     echo "$passed passed, $failed failed"
@@ -171,12 +174,16 @@ if [ ${#tap_files[@]} -gt 0 ]; then
                 TESTDIR="$out" \
                 PG_TEST_PORT_DIR="$out/portlock" \
                 PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-120}" \
-                prove "$work/input/t/$f"); then
+                prove "$work/input/t/$f") 2>&1 | tee "$out/prove_${f%.pl}.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
             passed=$((passed + 1))
         else
             failed=$((failed + 1))
             failures+=("tap/$f")
             show_file "$out/tmp_check/log/regress_log_${f%.pl}" 400
+            log=$out/tmp_check/log/regress_log_${f%.pl}
+            [ -s "$log" ] || log=$out/prove_${f%.pl}.out
+            failure_details+="tap/$f, the failed assertions:"$'\n'
+            failure_details+=$(grep -E -A6 '^(\[[^]]*\] *)?not ok|^# +Failed test' "$log" | head -n 16)$'\n'
         fi
         echo "$f took $(zdm_elapsed "$t0" "$(zdm_now)") s"
     done
