@@ -36,6 +36,7 @@
 #   TRAFFIC_DURATION=60 TRAFFIC_SCALE=10 bash test/bench/traffic.sh
 #   TRAFFIC_RUNS="none zdm" ...         # a subset, in this order ("trigger" too)
 #   TRAFFIC_PRELOAD=1 ...               # shared_preload_libraries = 'zdm'
+#   TRAFFIC_CONF="wal_init_zero = off" ...   # more postgresql.conf lines
 #   TRAFFIC_RATE=800 ...                # pgbench -R 800 (48,000 transactions a minute)
 #   TRAFFIC_BACKFILL_ARGS="sleep_ratio => 1" ...   # settings for zdm.start_backfill
 #
@@ -56,7 +57,7 @@ RUNS=(${TRAFFIC_RUNS:-none zdm alter})
 RATE=${TRAFFIC_RATE:-}          # pgbench -R: a fixed rate instead of as fast as it can
 TAG=${RATE:+-r$RATE}            # in the plots' names
 BACKFILL_ARGS=${TRAFFIC_BACKFILL_ARGS:+, $TRAFFIC_BACKFILL_ARGS}   # e.g. "sleep_ratio => 1"
-args_re='^[a-z_=> ,0-9.]*$'
+args_re="^[a-z_=> ,0-9.']*$"   # named arguments, numbers and quoted intervals
 [[ $BACKFILL_ARGS =~ $args_re ]] || { echo "TRAFFIC_BACKFILL_ARGS: named arguments of zdm.start_backfill only" >&2; exit 1; }
 TAG+=${TRAFFIC_BACKFILL_ARGS:+-$(tr -cd 'a-z0-9' <<<"$TRAFFIC_BACKFILL_ARGS")}
 PORT=${TRAFFIC_PORT:-5496}
@@ -133,6 +134,7 @@ max_wal_size = 20GB
 checkpoint_timeout = 1h
 CONF
 [ -z "${TRAFFIC_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
+[ -z "${TRAFFIC_CONF:-}" ] || printf '%s\n' "$TRAFFIC_CONF" >>"$DATA/postgresql.conf"
 as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null 9>&- ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
