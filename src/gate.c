@@ -262,6 +262,23 @@ zdm_metrics(PG_FUNCTION_ARGS)
 	prom_family(&out, "zdm_backfill_throttled", "gauge",
 				"1 while a migration's backfill waits for a health signal.", "migration", NULL, 5);
 
+	/* What the backfill's pacing measures (pace.c), with shared_preload_libraries. */
+	{
+		uint64		commits;
+		uint64		us;
+
+		if (zdm_pace_counters(&commits, &us))
+			appendStringInfo(&out,
+							 "# HELP zdm_client_commits_total Commits of client transactions that wrote.\n"
+							 "# TYPE zdm_client_commits_total counter\n"
+							 "zdm_client_commits_total " UINT64_FORMAT "\n"
+							 "# HELP zdm_client_commit_seconds_total Time those commits took "
+							 "(the commit record and its WAL flush).\n"
+							 "# TYPE zdm_client_commit_seconds_total counter\n"
+							 "zdm_client_commit_seconds_total %.6f\n",
+							 commits, us / 1000000.0);
+	}
+
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }

@@ -302,6 +302,9 @@ serve(WorkItem *item)
 	TimestampTz start;
 	Oid			save_user;
 	int			save_sec;
+	char	   *pace_reason;
+	double		paced;
+	double		max_rate;
 
 	/* (in the transaction next_item() ran in) */
 	throttle = zdm_throttle_reason(item->name, item->plan);
@@ -310,6 +313,15 @@ serve(WorkItem *item)
 		report(item->name, throttle, 0);
 		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s throttled: %s", item->name, throttle));
 		return zdm_throttle_interval_ms;
+	}
+
+	/* A pause while the clients are measured without a batch (pace.c). */
+	sleep_ms = zdm_pace_before_batch(&pace_reason);
+	if (sleep_ms > 0)
+	{
+		report(item->name, pace_reason, 0);
+		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s paused: %s", item->name, pace_reason));
+		return sleep_ms;
 	}
 
 	pgstat_report_activity(STATE_RUNNING,
@@ -322,11 +334,16 @@ serve(WorkItem *item)
 	ms = zdm_ms_since(start);
 
 	next_size = tune_batch(item, rows, ms);
-	report(item->name, NULL, next_size);
+	paced = zdm_pace_after_batch(rows, &pace_reason);
+	report(item->name, pace_reason, next_size);
 
+	/* The lower of the migration's rate limit and the pace's, if any. */
+	max_rate = item->max_rows_per_sec;
+	if (paced > 0 && (max_rate <= 0 || paced < max_rate))
+		max_rate = paced;
 	sleep_ms = (long) (ms * item->sleep_ratio);
-	if (item->max_rows_per_sec > 0)
-		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / item->max_rows_per_sec - ms));
+	if (max_rate > 0)
+		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / max_rate - ms));
 	MemoryContextSwitchTo(cxt);
 	return rows > 0 ? sleep_ms : 0;
 }

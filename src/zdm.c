@@ -43,6 +43,7 @@ int			zdm_worker_nice = 10;
 int			zdm_throttle_replica_lag_ms = 1500;
 int			zdm_throttle_xact_age_s = 600;
 int			zdm_throttle_lock_waiters = 1;
+double		zdm_throttle_commit_latency = 1.25;
 char	   *zdm_throttle_query = NULL;
 int			zdm_throttle_interval_ms = 1000;
 int			zdm_launcher_naptime_s = 10;
@@ -190,6 +191,16 @@ _PG_init(void)
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomRealVariable("zdm.throttle_commit_latency",
+							 "Slow the backfill down while the clients' commits take more than this "
+							 "many times as long as without it (0: never; needs shared_preload_libraries).",
+							 "The worker measures the clients' mean commit time in short pauses and "
+							 "while it works, and lowers or raises its own rate limit to match.",
+							 &zdm_throttle_commit_latency,
+							 1.25, 0, 100,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomStringVariable("zdm.throttle_query",
 							   "A query run before each backfill batch; the backfill pauses while it returns true.",
 							   "Example: SELECT count(*) > 50 FROM pg_stat_activity WHERE state = 'active'.",
@@ -257,6 +268,7 @@ _PG_init(void)
 							 NULL, NULL, NULL);
 
 	zdm_telemetry_init();
+	zdm_pace_init();
 
 	MarkGUCPrefixReserved("zdm");
 

@@ -39,6 +39,7 @@ extern int	zdm_worker_nice;
 extern int	zdm_throttle_replica_lag_ms;
 extern int	zdm_throttle_xact_age_s;
 extern int	zdm_throttle_lock_waiters;
+extern double zdm_throttle_commit_latency;
 extern char *zdm_throttle_query;
 extern int	zdm_throttle_interval_ms;
 extern int	zdm_launcher_naptime_s;
@@ -159,6 +160,13 @@ extern bool zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report);
 /* ---- throttle.c: health signals read between batches ---- */
 
 extern char *zdm_throttle_reason(const char *name, Jsonb *plan);
+
+/* ---- pace.c: the backfill's rate from the clients' commit latency ---- */
+
+extern void zdm_pace_init(void);
+extern bool zdm_pace_counters(uint64 *commits, uint64 *us);
+extern long zdm_pace_before_batch(char **reason);
+extern double zdm_pace_after_batch(int64 rows, char **reason);
 
 /* ---- trigger.c ---- */
 
