@@ -183,7 +183,7 @@ if [ ${#tap_files[@]} -gt 0 ]; then
             log=$out/tmp_check/log/regress_log_${f%.pl}
             [ -s "$log" ] || log=$out/prove_${f%.pl}.out
             failure_details+="tap/$f, the failed assertions:"$'\n'
-            failure_details+=$(grep -E -A6 '^(\[[^]]*\] *)?not ok|^# +Failed test' "$log" | head -n 16)$'\n'
+            failure_details+=$(grep -E -A6 '^(\[[^]]*\](\([^)]*\))? *)?(not ok|# +Failed test)' "$log" | head -n 16)$'\n'
         fi
         echo "$f took $(zdm_elapsed "$t0" "$(zdm_now)") s"
     done

