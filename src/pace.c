@@ -66,23 +66,30 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* A client backend: when its commit began (0: not timing one). */
 static TimestampTz commit_started = 0;
 
+/* The clients' counters at one moment. */
+typedef struct CommitCount
+{
+	uint64		commits;
+	uint64		us;
+} CommitCount;
+
 /* The worker's side. */
 typedef struct PaceState
 {
 	double		baseline_us;	/* mean commit time without a batch; < 0: none */
 	TimestampTz probe_start;	/* a probe in progress, or 0 */
 	TimestampTz last_probe;		/* when the last probe ended */
-	uint64		probe_commits;
-	uint64		probe_us;
+	CommitCount probe_from;
 	TimestampTz window_start;	/* 0: no window open */
-	uint64		window_commits;
-	uint64		window_us;
+	CommitCount window_from;
 	int64		window_rows;
 	double		rate;			/* rows/s limit; 0: none */
 	double		last_ratio;
 } PaceState;
 
-static PaceState pace = {-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+static PaceState pace = {.baseline_us = -1};
+
+static const char *const measuring = "measuring the clients' commit time without the backfill";
 
 static void
 pace_xact_callback(XactEvent event, void *arg)
@@ -149,14 +156,37 @@ zdm_pace_init(void)
 	RegisterXactCallback(pace_xact_callback, NULL);
 }
 
+static CommitCount
+counted_now(void)
+{
+	CommitCount c;
+
+	c.commits = pg_atomic_read_u64(&pace_shared->commits);
+	c.us = pg_atomic_read_u64(&pace_shared->commit_us);
+	return c;
+}
+
+/* Mean commit time (us) since from, or -1 with fewer than PACE_MIN_COMMITS. */
+static double
+mean_since(CommitCount from)
+{
+	CommitCount now = counted_now();
+	uint64		commits = now.commits - from.commits;
+
+	return commits >= PACE_MIN_COMMITS ? (double) (now.us - from.us) / commits : -1;
+}
+
 /* The clients' commit counters (false without shared_preload_libraries). */
 bool
 zdm_pace_counters(uint64 *commits, uint64 *us)
 {
+	CommitCount c;
+
 	if (pace_shared == NULL)
 		return false;
-	*commits = pg_atomic_read_u64(&pace_shared->commits);
-	*us = pg_atomic_read_u64(&pace_shared->commit_us);
+	c = counted_now();
+	*commits = c.commits;
+	*us = c.us;
 	return true;
 }
 
@@ -183,16 +213,14 @@ zdm_pace_before_batch(char **reason)
 	}
 	if (pace.probe_start != 0)
 	{
-		uint64		commits = pg_atomic_read_u64(&pace_shared->commits) - pace.probe_commits;
-		uint64		us = pg_atomic_read_u64(&pace_shared->commit_us) - pace.probe_us;
 		long		left = PACE_PROBE_MS - (long) ((now - pace.probe_start) / 1000);
 
 		if (left > 0)
 		{
-			*reason = psprintf("measuring the clients' commit time without the backfill");
+			*reason = pstrdup(measuring);
 			return left;
 		}
-		pace.baseline_us = commits >= PACE_MIN_COMMITS ? (double) us / commits : -1;
+		pace.baseline_us = mean_since(pace.probe_from);
 		pace.probe_start = 0;
 		pace.last_probe = now;
 		pace.window_start = 0;
@@ -204,16 +232,14 @@ zdm_pace_before_batch(char **reason)
 		TimestampDifferenceExceeds(pace.last_probe, now, PACE_PROBE_EVERY_MS))
 	{
 		pace.probe_start = now;
-		pace.probe_commits = pg_atomic_read_u64(&pace_shared->commits);
-		pace.probe_us = pg_atomic_read_u64(&pace_shared->commit_us);
-		*reason = psprintf("measuring the clients' commit time without the backfill");
+		pace.probe_from = counted_now();
+		*reason = pstrdup(measuring);
 		return PACE_PROBE_MS;
 	}
 	if (pace.window_start == 0)
 	{
 		pace.window_start = now;
-		pace.window_commits = pg_atomic_read_u64(&pace_shared->commits);
-		pace.window_us = pg_atomic_read_u64(&pace_shared->commit_us);
+		pace.window_from = counted_now();
 		pace.window_rows = 0;
 	}
 	return 0;
@@ -235,14 +261,13 @@ zdm_pace_after_batch(int64 rows, char **reason)
 	pace.window_rows += rows;
 	if (TimestampDifferenceExceeds(pace.window_start, now, PACE_WINDOW_MS))
 	{
-		uint64		commits = pg_atomic_read_u64(&pace_shared->commits) - pace.window_commits;
-		uint64		us = pg_atomic_read_u64(&pace_shared->commit_us) - pace.window_us;
+		double		mean_us = mean_since(pace.window_from);
 		double		secs = (now - pace.window_start) / 1000000.0;
 		double		achieved = pace.window_rows / Max(secs, 0.001);
 
-		if (commits >= PACE_MIN_COMMITS)
+		if (mean_us >= 0)
 		{
-			double		ratio = ((double) us / commits) / Max(pace.baseline_us, 1.0);
+			double		ratio = mean_us / Max(pace.baseline_us, 1.0);
 
 			pace.last_ratio = ratio;
 			if (ratio > zdm_throttle_commit_latency)
