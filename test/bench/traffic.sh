@@ -39,6 +39,7 @@
 #   TRAFFIC_CONF="wal_init_zero = off" ...   # more postgresql.conf lines
 #   TRAFFIC_RATE=800 ...                # pgbench -R 800 (48,000 transactions a minute)
 #   TRAFFIC_BACKFILL_ARGS="sleep_ratio => 1" ...   # settings for zdm.start_backfill
+#   TRAFFIC_PLOTS=/some/dir ...         # the PNGs there instead
 #
 # The cluster lives under ./tmp/bench-backfill/traffic (port 5496; for
 # each run: pgbench's logs and output, marks.tsv, per_second.tsv); the data
@@ -63,7 +64,7 @@ TAG+=${TRAFFIC_BACKFILL_ARGS:+-$(tr -cd 'a-z0-9' <<<"$TRAFFIC_BACKFILL_ARGS")}
 PORT=${TRAFFIC_PORT:-5496}
 PGBENCH=$ZDM_PG_BINDIR/pgbench
 BENCH=$ZDM_ROOT/test/bench
-PLOTS=$BENCH/plots
+PLOTS=${TRAFFIC_PLOTS:-$BENCH/plots}   # where the PNGs go
 MIGRATION='{"operations": [{"add_column": {"table": "pgbench_accounts", "up": "abalance::bigint * 100", "column": {"name": "abalance_cents", "type": "bigint", "nullable": false}}}]}'
 
 say() { printf '%s\n' "$*"; }
@@ -111,6 +112,7 @@ sampler_pid=
 cleanup() {
     [ -z "$pgbench_pid" ] || kill "$pgbench_pid" 2>/dev/null || true
     [ -z "$sampler_pid" ] || kill "$sampler_pid" 2>/dev/null || true
+    [ -z "$pacer_pid" ] || kill "$pacer_pid" 2>/dev/null || true
     [ -z "$migration_pid" ] || kill "$migration_pid" 2>/dev/null || true
     if [ -n "$server_started" ]; then
         as_pg "$ZDM_PG_BINDIR/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -296,6 +298,16 @@ for run in "${RUNS[@]}"; do
         PGAPPNAME=zdm-bench-sampler as_pg "$ZDM_PG_BINDIR/psql" -X -q -At -F ' ' -h "$SOCK" -p "$PORT" -d "$db" \
         >"$RUN/samples.txt" 2>"$RUN/sampler.err" &
     sampler_pid=$!
+    # The worker, once a second (pace.tsv): t, rows converted so far, the
+    # batch size, and why it is throttled or paced ("-": it is not).
+    pacer_pid=
+    if [ "$run" = zdm ]; then
+        printf '%s \\watch 1\n' "SELECT round((extract(epoch FROM clock_timestamp()) - $(cat "$RUN/t0"))::numeric, 3),
+       rows_done, batch_size, coalesce(throttle_reason, '-') FROM zdm.status WHERE name = 'cents'" |
+            PGAPPNAME=zdm-bench-sampler as_pg "$ZDM_PG_BINDIR/psql" -X -q -At -F $'\t' -h "$SOCK" -p "$PORT" -d "$db" \
+            >"$RUN/pace.tsv" 2>"$RUN/pacer.err" &
+        pacer_pid=$!
+    fi
     migration_rc=0
     if [ "$run" != none ]; then
         sleep "$MIGRATE_AT"
@@ -322,6 +334,8 @@ for run in "${RUNS[@]}"; do
     psql_db "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'zdm-bench-sampler'" >/dev/null
     wait "$sampler_pid" 2>/dev/null || true
     sampler_pid=
+    [ -z "$pacer_pid" ] || wait "$pacer_pid" 2>/dev/null || true
+    pacer_pid=
     echo "$pgbench_rc" >"$RUN/pgbench.rc"
     grep -E '^(number of (transactions actually processed|failed transactions)|latency average|tps)' "$RUN/pgbench.out" | sed 's/^/  /' || true
     [ "$pgbench_rc" -eq 0 ] || say "  pgbench exit status $pgbench_rc (errors during the run; see $RUN/pgbench.out)"
@@ -341,6 +355,8 @@ for run in "${RUNS[@]}"; do
     awk 'NF >= 9 && $1 ~ /^[0-9.]+$/ { s = int($1); n[s]++; for (i = 2; i <= 8; i++) c[s, i] += $i }
          END { for (s in n) { printf "%d", s; for (i = 2; i <= 8; i++) printf " %.2f", c[s, i] / n[s]; printf "\n" } }' \
         "$RUN/samples.txt" | sort -n >"$RUN/sessions.tsv"
+    # Its dead rows would otherwise be vacuumed during the next run.
+    [ -n "${TRAFFIC_KEEP:-}" ] || psql_db postgres -c "DROP DATABASE $db"
 done
 trap - EXIT
 cleanup
@@ -406,6 +422,25 @@ report() {
              END { for (e in c) printf "%s %.1f%%\n", e, 100 * c[e] / n }' "$DIR/zdm/samples.txt" |
             sort -k2 -g -r | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 } END { print "" }'
         echo "(CPU: no wait event; Extension: its sleep between batches; WALWrite/WALSync/...: waiting for WAL)"
+    fi
+    if [ -s "$DIR/zdm/pace.tsv" ]; then
+        echo
+        awk -F'\t' 'NF == 4 {
+                 n++
+                 if ($4 ~ /paced to/) { p++; r = $4; sub(/.*paced to /, "", r); sub(/ rows.*/, "", r); rate[p] = r + 0
+                                        x = $4; sub(/.*took /, "", x); sub(/x .*/, "", x); ratio += x }
+                 else if ($4 ~ /^measuring/) m++
+                 else if ($4 != "-") o++
+                 if (n > 1 && $1 > t) { cps[++c] = ($2 - rows) / ($1 - t) }
+                 t = $1; rows = $2; b = $3 }
+             function median(a, k,   i, j, v) {
+                 for (i = 2; i <= k; i++) { v = a[i]; for (j = i - 1; j > 0 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+                 return k ? a[int((k + 1) / 2)] : 0 }
+             END { if (n == 0) exit
+                   printf "The zdm worker once a second (zdm.status, %d samples): paced %.0f%%", n, 100 * p / n
+                   if (p) printf " (rate limit median %.0f rows/s, clients'\'' commit time %.2fx on average)", median(rate, p), ratio / p
+                   printf ", measuring %.0f%%, other throttles %.0f%%; converted a median %.0f rows/s; last batch size %d\n",
+                          100 * m / n, 100 * o / n, median(cps, c), b }' "$DIR/zdm/pace.tsv"
     fi
     if has_run none; then
         echo
