@@ -46,6 +46,11 @@
 #   BACKFILL_CALLGRIND=1 ...                    # instructions of bulk, floor and zdm0
 #   BACKFILL_TRAFFIC=0 ...                      # do not run traffic.sh after
 #
+# traffic.sh runs with shared_preload_libraries = 'zdm' (the worker paces
+# itself only then) and 360 s a run (the paced backfill of its 5,000,000
+# rows takes about 330 s), unless TRAFFIC_PRELOAD / TRAFFIC_DURATION say
+# otherwise (TRAFFIC_PRELOAD= for none).
+#
 # The cluster lives under ./tmp/bench-backfill/backfill (port 5496; logs,
 # results.tsv, progress.tsv, report.txt); it is stopped and its data
 # directory removed at the end (BACKFILL_KEEP=1 keeps it).  The plot of
@@ -654,5 +659,5 @@ if [ "${BACKFILL_TRAFFIC:-1}" != 0 ] && [ -f "$BENCH/traffic.sh" ]; then
     cleanup
     flock -u 9
     exec 9>&-
-    bash "$BENCH/traffic.sh"
+    TRAFFIC_PRELOAD=${TRAFFIC_PRELOAD-1} TRAFFIC_DURATION=${TRAFFIC_DURATION:-360} bash "$BENCH/traffic.sh"
 fi
