@@ -9,14 +9,21 @@
  * first, one batch at a time, each batch in its own transaction:
  *
  *	1. read the health signals (throttle.c); if one is over its threshold,
- *	   record why and wait;
+ *	   record why and hold the migration back for a while;
  *	2. run one batch (backfill.c) as the role that started the backfill,
  *	   so a migration's expressions never run with more rights than the
  *	   role that wrote them;
  *	3. tune the batch size towards zdm.batch_time from a moving average of
  *	   the time per row (+10% / -20% at most per batch, as GitLab's
- *	   batched migrations do), then sleep zdm.sleep_ratio times the batch's
- *	   duration, longer if the migration has a rate limit.
+ *	   batched migrations do), then rest zdm.sleep_ratio times the batch's
+ *	   duration, and hold the migration back longer if it has a rate limit.
+ *
+ * A migration held back (its rate limit, a throttle on it) does not hold
+ * back the others: the worker serves those that are due, and sleeps only
+ * when none is (looking again at least once a second, for new requests).
+ * The sleep ratio and the pace (pace.c) are the worker's: they cap what
+ * the backfill as a whole takes from the server, whichever migration's
+ * batch comes next.
  *
  * A batch that fails is retried with half as many rows, down to one; a
  * single row that still fails is the offending row: the migration goes to
@@ -83,35 +90,59 @@ typedef struct WorkItem
 	Jsonb	   *plan;
 } WorkItem;
 
-/* Moving average of the time per row, per migration, kept by the worker. */
-typedef struct RowCost
+/*
+ * What the worker keeps per migration: the moving average of the time per
+ * row, and when its next batch may run.  A migration's rate limit, sleep
+ * ratio and throttles hold back that migration only: the worker serves the
+ * others meanwhile.
+ */
+typedef struct ItemState
 {
 	char		name[NAMEDATALEN * 2];
 	double		ms_per_row;
-} RowCost;
+	TimestampTz not_before;
+} ItemState;
 
-static List *row_costs = NIL;
+static List *item_states = NIL;
 
-static RowCost *
-row_cost(const char *name)
+/* When the pace (pace.c), which is the worker's, lets the next batch run. */
+static TimestampTz worker_not_before = 0;
+
+/* While every migration waits: how long to sleep before looking again. */
+#define WAIT_LOOK_AGAIN_MS	1000
+
+static ItemState *
+item_state(const char *name)
 {
 	ListCell   *lc;
-	RowCost    *rc;
+	ItemState  *st;
 	MemoryContext old;
 
-	foreach(lc, row_costs)
+	foreach(lc, item_states)
 	{
-		rc = lfirst(lc);
-		if (strncmp(rc->name, name, sizeof(rc->name) - 1) == 0)
-			return rc;
+		st = lfirst(lc);
+		if (strncmp(st->name, name, sizeof(st->name) - 1) == 0)
+			return st;
 	}
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	rc = palloc0(sizeof(RowCost));
-	strlcpy(rc->name, name, sizeof(rc->name));
-	rc->ms_per_row = -1;
-	row_costs = lappend(row_costs, rc);
+	st = palloc0(sizeof(ItemState));
+	strlcpy(st->name, name, sizeof(st->name));
+	st->ms_per_row = -1;
+	item_states = lappend(item_states, st);
 	MemoryContextSwitchTo(old);
-	return rc;
+	return st;
+}
+
+static void
+hold_back(const char *name, long ms)
+{
+	item_state(name)->not_before = ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) : 0;
+}
+
+static void
+hold_back_worker(long ms)
+{
+	worker_not_before = ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) : 0;
 }
 
 /* ---------- starting workers ---------- */
@@ -159,29 +190,49 @@ worker_locktag(void)
 	return tag;
 }
 
-/* The next migration to serve, or NULL.  Runs in a transaction with SPI. */
+/*
+ * The next migration to serve: of those requested and not held back, the
+ * one served longest ago.  NULL with *wait_ms > 0: all are held back, look
+ * again then; NULL with *wait_ms 0: none is requested.  Runs in a
+ * transaction with SPI.
+ */
 static WorkItem *
-next_item(MemoryContext cxt)
+next_item(MemoryContext cxt, long *wait_ms)
 {
 	WorkItem   *item;
-	HeapTuple	tup;
+	HeapTuple	tup = NULL;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
 	MemoryContext old;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz first_due = 0;
 
+	*wait_ms = 0;
 	if (!OidIsValid(get_extension_oid("zdm", true)))
 		return NULL;
 	SPI_execute("SELECT name, coalesce(worker_role, 10), batch_size, batch_time_ms, max_rows_per_sec,"
 				"       sleep_ratio, plan"
 				"  FROM zdm.migrations"
 				" WHERE worker_requested AND NOT paused AND phase IN ('expanded', 'backfilling')"
-				" ORDER BY updated_at, name LIMIT 1", false, 1);
-	if (SPI_processed == 0)
-		return NULL;
-
-	tup = SPI_tuptable->vals[0];
+				" ORDER BY updated_at, name", false, 0);
 	desc = SPI_tuptable->tupdesc;
+	for (uint64 i = 0; i < SPI_processed && tup == NULL; i++)
+	{
+		TimestampTz due = item_state(SPI_getvalue(SPI_tuptable->vals[i], desc, 1))->not_before;
+
+		if (due <= now)
+			tup = SPI_tuptable->vals[i];
+		else if (first_due == 0 || due < first_due)
+			first_due = due;
+	}
+	if (tup == NULL)
+	{
+		if (first_due != 0)
+			*wait_ms = Min(Max((long) ((first_due - now) / 1000), 1), WAIT_LOOK_AGAIN_MS);
+		return NULL;
+	}
+
 	old = MemoryContextSwitchTo(cxt);
 	item = palloc0(sizeof(WorkItem));
 	item->name = SPI_getvalue(tup, desc, 1);
@@ -224,7 +275,7 @@ report(const char *name, const char *throttle, int batch_size)
 static int
 tune_batch(WorkItem *item, int64 rows, double ms)
 {
-	RowCost    *rc = row_cost(item->name);
+	ItemState  *rc = item_state(item->name);
 	double		sample;
 	double		want;
 	int			size = item->batch_size;
@@ -289,8 +340,11 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 	CommitTransactionCommand();
 }
 
-/* Serve one migration for one round: throttle or batch.  Returns ms to sleep. */
-static long
+/*
+ * Serve one migration for one round: throttle or batch.  Sets when it, and
+ * for the pace the worker, may run the next batch.
+ */
+static void
 serve(WorkItem *item)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -304,7 +358,6 @@ serve(WorkItem *item)
 	int			save_sec;
 	char	   *pace_reason;
 	double		paced;
-	double		max_rate;
 
 	/* (in the transaction next_item() ran in) */
 	throttle = zdm_throttle_reason(item->name, item->plan);
@@ -312,7 +365,8 @@ serve(WorkItem *item)
 	{
 		report(item->name, throttle, 0);
 		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s throttled: %s", item->name, throttle));
-		return zdm_throttle_interval_ms;
+		hold_back(item->name, zdm_throttle_interval_ms);
+		return;
 	}
 
 	/* A pause while the clients are measured without a batch (pace.c). */
@@ -321,7 +375,8 @@ serve(WorkItem *item)
 	{
 		report(item->name, pace_reason, 0);
 		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s paused: %s", item->name, pace_reason));
-		return sleep_ms;
+		hold_back_worker(sleep_ms);
+		return;
 	}
 
 	pgstat_report_activity(STATE_RUNNING,
@@ -337,15 +392,18 @@ serve(WorkItem *item)
 	paced = zdm_pace_after_batch(rows, &pace_reason);
 	report(item->name, pace_reason, next_size);
 
-	/* The lower of the migration's rate limit and the pace's, if any. */
-	max_rate = item->max_rows_per_sec;
-	if (paced > 0 && (max_rate <= 0 || paced < max_rate))
-		max_rate = paced;
+	/*
+	 * The migration's rate limit holds back this migration; the sleep ratio
+	 * (the share of the server the backfill may take) and the pace's rate
+	 * hold back the worker, whichever migration comes next.
+	 */
+	hold_back(item->name, rows > 0 && item->max_rows_per_sec > 0 ?
+			  (long) (rows * 1000.0 / item->max_rows_per_sec - ms) : 0);
 	sleep_ms = (long) (ms * item->sleep_ratio);
-	if (max_rate > 0)
-		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / max_rate - ms));
+	if (paced > 0)
+		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / paced - ms));
+	hold_back_worker(rows > 0 ? sleep_ms : 0);
 	MemoryContextSwitchTo(cxt);
-	return rows > 0 ? sleep_ms : 0;
 }
 
 /*
@@ -378,8 +436,10 @@ static bool
 worker_round(MemoryContext round_cxt)
 {
 	WorkItem   *volatile item = NULL;
-	volatile long sleep_ms = 0;
+	volatile long wait_ms = 0;
 	volatile int batch = 0;
+	long		sleep_ms;
+	TimestampTz now;
 
 	MemoryContextReset(round_cxt);
 	PG_TRY();
@@ -400,11 +460,16 @@ worker_round(MemoryContext round_cxt)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		item = next_item(round_cxt);
+		{
+			long		wait;
+
+			item = next_item(round_cxt, &wait);
+			wait_ms = wait;
+		}
 		if (item != NULL)
 		{
 			batch = item->batch_size;
-			sleep_ms = serve(item);
+			serve(item);
 		}
 		SPI_finish();
 		PopActiveSnapshot();
@@ -425,12 +490,17 @@ worker_round(MemoryContext round_cxt)
 		if (item == NULL)
 			proc_exit(1);		/* not a migration's fault: zdm's state is unreadable */
 		record_failure(item, batch, edata);
-		sleep_ms = transient_error(edata->sqlerrcode) ? zdm_throttle_interval_ms : 0;
+		hold_back(item->name, transient_error(edata->sqlerrcode) ? zdm_throttle_interval_ms : 0);
 	}
 	PG_END_TRY();
 
-	if (item == NULL)
+	if (item == NULL && wait_ms == 0)
 		return false;
+	/* All migrations held back: until the first is due (or a look again). */
+	sleep_ms = item == NULL ? wait_ms : 0;
+	now = GetCurrentTimestamp();
+	if (worker_not_before > now)
+		sleep_ms = Max(sleep_ms, (long) ((worker_not_before - now) / 1000));
 	worker_sleep(sleep_ms);
 	return true;
 }

@@ -24,6 +24,10 @@
 # the error and that row's key, and the worker stops (no endless retry).
 # Once the row is fixed, zdm.start_backfill finishes it.
 #
+# Two migrations in one database, one with a rate limit that pauses it for
+# about 10 s after each batch: the other, unlimited, finishes meanwhile
+# (a rate limit holds back its own migration, not the worker).
+#
 # A migration rolled back while its worker runs stops the worker cleanly
 # (its new worker, too, keeps to the rate limit from its first batch).
 #
@@ -35,7 +39,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 
 my $rows = 200000;
 my $migration = 'm_qty';
@@ -525,6 +529,47 @@ is($node->safe_psql('postgres', "SELECT zdm.verify('m_code')"), '0',
 	'zdm.verify finds no mismatch in codes');
 is($node->safe_psql('postgres', "SELECT zdm.contract('m_code')"), 't',
 	'contract of the fixed migration');
+
+# ---------- one migration's rate limit holds back that migration only ----------
+
+# slow: 500 rows at 50 rows/s, so about 10 s between its batches; fast: no
+# limit.  The one worker of the database serves both: fast must not wait
+# out slow's pauses.
+$node->safe_psql(
+	'postgres', q{
+	CREATE TABLE slow (id bigint PRIMARY KEY, v integer NOT NULL);
+	CREATE TABLE fast (id bigint PRIMARY KEY, v integer NOT NULL);
+	INSERT INTO slow SELECT g, g FROM generate_series(1, 5000) g;
+	INSERT INTO fast SELECT g, g FROM generate_series(1, 20000) g;
+	ANALYZE slow, fast;
+	SELECT zdm.expand('m_slow', '{"operations":[{"add_column":{"table":"slow",
+		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
+	SELECT zdm.expand('m_fast', '{"operations":[{"add_column":{"table":"fast",
+		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
+});
+is( $node->safe_psql(
+		'postgres', "SELECT zdm.start_backfill('m_slow', batch_size => 500, max_rows_per_sec => 50)"),
+	't',
+	'start_backfill of a slow migration');
+wait_rows_above('m_slow', 0, 'after start_backfill of m_slow');
+my $t_fast = time();
+# 1000-row batches: 20 of them, each of which would wait about 10 s if
+# slow's pause held the worker.
+is( $node->safe_psql(
+		'postgres', "SELECT zdm.start_backfill('m_fast', batch_size => 1000, sleep_ratio => 0)"),
+	't',
+	'start_backfill of a fast migration in the same database');
+$node->poll_query_until('postgres',
+	"SELECT phase = 'backfilled' FROM zdm.status WHERE name = 'm_fast'")
+  or die 'm_fast never finished';
+my $fast_s = sprintf("%.1f", time() - $t_fast);
+cmp_ok($fast_s, '<', 30, "the fast migration finished in ${fast_s} s, not held by the slow one's pauses");
+my $slow_batches = status_of('m_slow', 'batches');
+cmp_ok($slow_batches, '<=', 2 + int($fast_s / 9),
+	"the slow one kept its own rate meanwhile ($slow_batches batches in ${fast_s} s)");
+is($node->safe_psql('postgres', "SELECT zdm.verify('m_fast')"), '0', 'm_fast verifies clean');
+is($node->safe_psql('postgres', "SELECT zdm.rollback('m_slow')"), 't', 'roll the slow one back');
+wait_no_worker('after the slow migration is rolled back');
 
 $node->stop;
 done_testing();
