@@ -425,22 +425,23 @@ report() {
     fi
     if [ -s "$DIR/zdm/pace.tsv" ]; then
         echo
-        awk -F'\t' 'NF == 4 {
+        awk -F'\t' -v d="$DURATION" 'NF == 4 {
                  n++
+                 if (n == 1) t1 = $1
+                 if ($1 <= d) { td = $1; rd = $2 }
                  if ($4 ~ /paced to/) { p++; r = $4; sub(/.*paced to /, "", r); sub(/ rows.*/, "", r); rate[p] = r + 0
                                         x = $4; sub(/.*took /, "", x); sub(/x .*/, "", x); ratio += x }
                  else if ($4 ~ /^measuring/) m++
                  else if ($4 != "-") o++
-                 if (n > 1 && $1 > t) { cps[++c] = ($2 - rows) / ($1 - t) }
-                 t = $1; rows = $2; b = $3 }
+                 b = $3 }
              function median(a, k,   i, j, v) {
                  for (i = 2; i <= k; i++) { v = a[i]; for (j = i - 1; j > 0 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
                  return k ? a[int((k + 1) / 2)] : 0 }
              END { if (n == 0) exit
                    printf "The zdm worker once a second (zdm.status, %d samples): paced %.0f%%", n, 100 * p / n
                    if (p) printf " (rate limit median %.0f rows/s, clients'\'' commit time %.2fx on average)", median(rate, p), ratio / p
-                   printf ", measuring %.0f%%, other throttles %.0f%%; converted a median %.0f rows/s; last batch size %d\n",
-                          100 * m / n, 100 * o / n, median(cps, c), b }' "$DIR/zdm/pace.tsv"
+                   printf ", measuring %.0f%%, other throttles %.0f%%; %d rows converted while pgbench ran (%.0f rows/s); last batch size %d\n",
+                          100 * m / n, 100 * o / n, rd, (td > t1) ? rd / (td - t1) : 0, b }' "$DIR/zdm/pace.tsv"
     fi
     if has_run none; then
         echo
