@@ -26,10 +26,10 @@
  *				zdm.throttle_commit_latency times it, the worker's rate limit
  *				drops by a third (starting from the rate it had); below 0.8
  *				of that, it rises by a tenth, and goes away once it is twice
- *				what the worker manages unpaced.  The limit applies as
- *				max_rows_per_sec does (the lower of the two wins), to every
- *				migration the worker serves, and zdm.status shows it as the
- *				throttle reason.
+ *				what the worker manages unpaced.  The limit is the worker's:
+ *				it spaces its batches, whichever migration's (a migration's
+ *				own max_rows_per_sec also holds back that one), and zdm.status
+ *				shows it as the throttle reason.
  *
  * Without shared_preload_libraries there is nothing to measure and the
  * backfill runs at its configured settings.

@@ -92,9 +92,8 @@ typedef struct WorkItem
 
 /*
  * What the worker keeps per migration: the moving average of the time per
- * row, and when its next batch may run.  A migration's rate limit, sleep
- * ratio and throttles hold back that migration only: the worker serves the
- * others meanwhile.
+ * row, and when its next batch may run (its rate limit and throttles hold
+ * back that migration only: the worker serves the others meanwhile).
  */
 typedef struct ItemState
 {
@@ -105,7 +104,7 @@ typedef struct ItemState
 
 static List *item_states = NIL;
 
-/* When the pace (pace.c), which is the worker's, lets the next batch run. */
+/* When the sleep ratio and the pace (pace.c) let the worker's next batch run. */
 static TimestampTz worker_not_before = 0;
 
 /* While every migration waits: how long to sleep before looking again. */
@@ -133,16 +132,17 @@ item_state(const char *name)
 	return st;
 }
 
-static void
-hold_back(const char *name, long ms)
+/* ms from now; 0 (not held back) for none. */
+static TimestampTz
+not_before(long ms)
 {
-	item_state(name)->not_before = ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) : 0;
+	return ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) : 0;
 }
 
 static void
-hold_back_worker(long ms)
+hold_back(const char *name, long ms)
 {
-	worker_not_before = ms > 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) : 0;
+	item_state(name)->not_before = not_before(ms);
 }
 
 /* ---------- starting workers ---------- */
@@ -275,7 +275,7 @@ report(const char *name, const char *throttle, int batch_size)
 static int
 tune_batch(WorkItem *item, int64 rows, double ms)
 {
-	ItemState  *rc = item_state(item->name);
+	ItemState  *st = item_state(item->name);
 	double		sample;
 	double		want;
 	int			size = item->batch_size;
@@ -283,8 +283,8 @@ tune_batch(WorkItem *item, int64 rows, double ms)
 	if (rows <= 0)
 		return size;
 	sample = ms / rows;
-	rc->ms_per_row = rc->ms_per_row < 0 ? sample : 0.8 * rc->ms_per_row + 0.2 * sample;
-	want = item->batch_time_ms / Max(rc->ms_per_row, 1e-6);
+	st->ms_per_row = st->ms_per_row < 0 ? sample : 0.8 * st->ms_per_row + 0.2 * sample;
+	want = item->batch_time_ms / Max(st->ms_per_row, 1e-6);
 	want = Max(want, size * 0.8);
 	want = Min(want, size * 1.1 + 1);
 	size = (int) Min(want, (double) zdm_batch_size_max);
@@ -375,7 +375,7 @@ serve(WorkItem *item)
 	{
 		report(item->name, pace_reason, 0);
 		pgstat_report_activity(STATE_IDLE, psprintf("zdm: %s paused: %s", item->name, pace_reason));
-		hold_back_worker(sleep_ms);
+		worker_not_before = not_before(sleep_ms);
 		return;
 	}
 
@@ -402,7 +402,7 @@ serve(WorkItem *item)
 	sleep_ms = (long) (ms * item->sleep_ratio);
 	if (paced > 0)
 		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / paced - ms));
-	hold_back_worker(rows > 0 ? sleep_ms : 0);
+	worker_not_before = not_before(rows > 0 ? sleep_ms : 0);
 	MemoryContextSwitchTo(cxt);
 }
 
