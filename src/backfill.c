@@ -189,10 +189,11 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 		/* The count sees the range as it was before the update. */
 		rc = SPI_execute(psprintf("WITH converted AS (UPDATE %s SET %s"
 								  "   WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid"
-								  "     AND (%s) RETURNING 1)"
+								  "     AND (%s)%s RETURNING 1)"
 								  " SELECT count(*) FROM %s"
 								  "  WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid",
 								  pt->relation, pt->set, next, upper, pt->todo,
+								  zdm_delay_active() ? " AND zdm.delay_point()" : "",
 								  pt->relation, next, upper), false, 0);
 	}
 	PG_FINALLY();
@@ -322,8 +323,10 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 	for (int k = 0; k < pt->nkeys; k++)
 		values[nparams + k] = CStringGetTextDatum(upper[k]);
 
-	sql = psprintf("UPDATE %s SET %s WHERE %s AND ROW(%s) <= %s AND (%s)",
-				   pt->relation, pt->set, lower, keys, key_params(pt, nparams + 1), pt->todo);
+	/* Under the worker's rate, the rows come spread over the batch (delay.c). */
+	sql = psprintf("UPDATE %s SET %s WHERE %s AND ROW(%s) <= %s AND (%s)%s",
+				   pt->relation, pt->set, lower, keys, key_params(pt, nparams + 1), pt->todo,
+				   zdm_delay_active() ? " AND zdm.delay_point()" : "");
 
 	zdm_backfill_bypass = migration;
 	PG_TRY();

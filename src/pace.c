@@ -288,3 +288,10 @@ zdm_pace_after_batch(int64 rows, char **reason)
 						   pace.last_ratio, zdm_throttle_commit_latency, pace.rate);
 	return pace.rate;
 }
+
+/* The pace's current rate limit in rows/s (0: none), for the next batch. */
+double
+zdm_pace_rate(void)
+{
+	return pace_enabled() && pace.baseline_us >= 0 ? pace.rate : 0;
+}

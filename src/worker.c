@@ -251,7 +251,11 @@ next_item(MemoryContext cxt, long *wait_ms)
 	return item;
 }
 
-/* Write what the worker reports about a migration. */
+/*
+ * Write what the worker reports about a migration.  A zdm.pause() that
+ * committed while the batch ran keeps its reason: the batch must not
+ * report over it.
+ */
 static void
 report(const char *name, const char *throttle, int batch_size)
 {
@@ -263,7 +267,7 @@ report(const char *name, const char *throttle, int batch_size)
 	values[1] = throttle ? CStringGetTextDatum(throttle) : (Datum) 0;
 	values[2] = Int32GetDatum(batch_size);
 	values[3] = Int32GetDatum(MyProcPid);
-	SPI_execute_with_args("UPDATE zdm.migrations SET throttle_reason = $2,"
+	SPI_execute_with_args("UPDATE zdm.migrations SET throttle_reason = CASE WHEN paused THEN 'paused' ELSE $2 END,"
 						  " batch_size = coalesce($3, batch_size), worker_pid = $4"
 						  " WHERE name = $1", 4, types, values, nulls, false, 0);
 }
@@ -358,6 +362,8 @@ serve(WorkItem *item)
 	int			save_sec;
 	char	   *pace_reason;
 	double		paced;
+	double		rate;
+	double		slept_ms;
 
 	/* (in the transaction next_item() ran in) */
 	throttle = zdm_throttle_reason(item->name, item->plan);
@@ -379,12 +385,30 @@ serve(WorkItem *item)
 		return;
 	}
 
+	/*
+	 * The rate the batch's rows go at, spread over the batch (delay.c): the
+	 * lower of the migration's limit and the pace's.  Never slower than the
+	 * batch size over batch_time, so that a batch holds its row locks, and
+	 * the worker, no longer than its target time; the rest of a lower rate
+	 * is a pause after the batch, in which the worker can serve the
+	 * database's other migrations.  The batch size follows: tuned to
+	 * batch_time, it settles at the rate times batch_time.
+	 */
+	rate = item->max_rows_per_sec;
+	paced = zdm_pace_rate();
+	if (paced > 0 && (rate <= 0 || paced < rate))
+		rate = paced;
+	if (rate > 0)
+		rate = Max(rate, item->batch_size * 1000.0 / Max(item->batch_time_ms, 1));
+
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("zdm: backfilling \"%s\", batch of %d rows", item->name, item->batch_size));
 	start = GetCurrentTimestamp();
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(item->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	zdm_delay_begin(rate);
 	rows = zdm_backfill_batch(item->name, item->batch_size);
+	slept_ms = zdm_delay_end();
 	SetUserIdAndSecContext(save_user, save_sec);
 	ms = zdm_ms_since(start);
 
@@ -394,12 +418,13 @@ serve(WorkItem *item)
 
 	/*
 	 * The migration's rate limit holds back this migration; the sleep ratio
-	 * (the share of the server the backfill may take) and the pace's rate
-	 * hold back the worker, whichever migration comes next.
+	 * (the share of the server the backfill may take, so counted on the
+	 * batch's work, not its delays) and the pace's rate hold back the
+	 * worker, whichever migration comes next.
 	 */
 	hold_back(item->name, rows > 0 && item->max_rows_per_sec > 0 ?
 			  (long) (rows * 1000.0 / item->max_rows_per_sec - ms) : 0);
-	sleep_ms = (long) (ms * item->sleep_ratio);
+	sleep_ms = (long) ((ms - slept_ms) * item->sleep_ratio);
 	if (paced > 0)
 		sleep_ms = Max(sleep_ms, (long) (rows * 1000.0 / paced - ms));
 	worker_not_before = not_before(rows > 0 ? sleep_ms : 0);
@@ -483,6 +508,7 @@ worker_round(MemoryContext round_cxt)
 		/* One task's error is caught once, recorded, and the worker goes on. */
 		MemoryContextSwitchTo(round_cxt);
 		edata = CopyErrorData();
+		(void) zdm_delay_end();
 		EmitErrorReport();
 		FlushErrorState();
 		AbortOutOfAnyTransaction();

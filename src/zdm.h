@@ -167,6 +167,13 @@ extern void zdm_pace_init(void);
 extern bool zdm_pace_counters(uint64 *commits, uint64 *us);
 extern long zdm_pace_before_batch(char **reason);
 extern double zdm_pace_after_batch(int64 rows, char **reason);
+extern double zdm_pace_rate(void);
+
+/* ---- delay.c: a batch's rows spread over its time ---- */
+
+extern void zdm_delay_begin(double rows_per_sec);
+extern double zdm_delay_end(void);
+extern bool zdm_delay_active(void);
 
 /* ---- trigger.c ---- */
 

@@ -28,6 +28,9 @@
 # about 10 s after each batch: the other, unlimited, finishes meanwhile
 # (a rate limit holds back its own migration, not the worker).
 #
+# A rate limit spreads each batch's rows over the batch: the worker is
+# seen sleeping inside its batch, not only between batches.
+#
 # A migration rolled back while its worker runs stops the worker cleanly
 # (its new worker, too, keeps to the rate limit from its first batch).
 #
@@ -570,6 +573,50 @@ cmp_ok($slow_batches, '<=', 2 + int($fast_s / 9),
 is($node->safe_psql('postgres', "SELECT zdm.verify('m_fast')"), '0', 'm_fast verifies clean');
 is($node->safe_psql('postgres', "SELECT zdm.rollback('m_slow')"), 't', 'roll the slow one back');
 wait_no_worker('after the slow migration is rolled back');
+
+# ---------- a rate limit spreads each batch's rows over the batch ----------
+
+# 300-row batches at 150 rows/s with a batch_time of 2 s: each batch's
+# rows go at the rate (zdm.delay_point() in its UPDATE), so the worker
+# spends the 2 s inside its batch, sleeping between rows.  A batch run at
+# full speed and followed by a 2 s pause would be seen idle instead.
+$node->safe_psql(
+	'postgres', q{
+	CREATE TABLE spread (id bigint PRIMARY KEY, v integer NOT NULL);
+	INSERT INTO spread SELECT g, g FROM generate_series(1, 3000) g;
+	ANALYZE spread;
+	SELECT zdm.expand('m_spread', '{"operations":[{"add_column":{"table":"spread",
+		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
+});
+is( $node->safe_psql(
+		'postgres',
+		"SELECT zdm.start_backfill('m_spread', batch_size => 300, batch_time => '2 s', max_rows_per_sec => 150)"),
+	't',
+	'start_backfill of a migration at 150 rows/s in 2 s batches');
+my $in_batch = q{
+	SELECT count(*) FROM pg_stat_activity
+	 WHERE backend_type = 'zdm backfill' AND state = 'active'
+	   AND wait_event_type = 'Extension' AND query LIKE 'zdm: backfilling "m_spread"%'};
+$node->poll_query_until('postgres', "SELECT ($in_batch) > 0")
+  or die 'the worker was never seen waiting inside a batch of m_spread';
+pass('the worker waits inside its batch (a delay point), not only between batches');
+my $seen = 0;
+for (1 .. 20)
+{
+	$seen += $node->safe_psql('postgres', $in_batch);
+	usleep(100_000);
+}
+cmp_ok($seen, '>=', 10, "inside a batch, sleeping, in $seen of 20 samples over 2 s");
+my ($spread_rows, $spread_batches) = split /\|/, status_of('m_spread', 'rows_done, batches');
+cmp_ok($spread_rows, '<=', 300 * $spread_batches,
+	"batches keep their size ($spread_rows rows in $spread_batches batches)");
+is($node->safe_psql('postgres', "SELECT zdm.tune('m_spread', max_rows_per_sec => 100000)"),
+	't', 'lift the rate limit');
+$node->poll_query_until('postgres',
+	"SELECT phase = 'backfilled' FROM zdm.status WHERE name = 'm_spread'")
+  or die 'm_spread never finished';
+is($node->safe_psql('postgres', "SELECT zdm.verify('m_spread')"), '0',
+	'the spread batches converted every row');
 
 $node->stop;
 done_testing();
