@@ -27,9 +27,10 @@
  *				drops by a third (starting from the rate it had); below 0.8
  *				of that, it rises by a tenth, and goes away once it is twice
  *				what the worker manages unpaced.  The limit is the worker's:
- *				it spaces its batches, whichever migration's (a migration's
- *				own max_rows_per_sec also holds back that one), and zdm.status
- *				shows it as the throttle reason.
+ *				it spreads the rows of its batches (delay.c), whichever
+ *				migration's (a migration's own max_rows_per_sec also holds
+ *				back that one), and zdm.status shows it as the throttle
+ *				reason.
  *
  * Without shared_preload_libraries there is nothing to measure and the
  * backfill runs at its configured settings.

@@ -12,11 +12,13 @@
  *	   record why and hold the migration back for a while;
  *	2. run one batch (backfill.c) as the role that started the backfill,
  *	   so a migration's expressions never run with more rights than the
- *	   role that wrote them;
+ *	   role that wrote them; under a rate limit (the migration's, or the
+ *	   pace's) its rows are spread over the batch (delay.c);
  *	3. tune the batch size towards zdm.batch_time from a moving average of
  *	   the time per row (+10% / -20% at most per batch, as GitLab's
  *	   batched migrations do), then rest zdm.sleep_ratio times the batch's
- *	   duration, and hold the migration back longer if it has a rate limit.
+ *	   working time, and hold the migration back longer if its rate limit
+ *	   is below what one batch_time spreads.
  *
  * A migration held back (its rate limit, a throttle on it) does not hold
  * back the others: the worker serves those that are due, and sleeps only
@@ -344,6 +346,17 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 	CommitTransactionCommand();
 }
 
+/* The rate a migration's rows may go at, in rows/s (0: no limit). */
+static double
+rate_of(WorkItem *item, double paced)
+{
+	double		rate = item->max_rows_per_sec;
+
+	if (paced > 0 && (rate <= 0 || paced < rate))
+		rate = paced;
+	return Max(rate, 0);
+}
+
 /*
  * Serve one migration for one round: throttle or batch.  Sets when it, and
  * for the pace the worker, may run the next batch.
@@ -391,13 +404,10 @@ serve(WorkItem *item)
 	 * batch size over batch_time, so that a batch holds its row locks, and
 	 * the worker, no longer than its target time; the rest of a lower rate
 	 * is a pause after the batch, in which the worker can serve the
-	 * database's other migrations.  The batch size follows: tuned to
-	 * batch_time, it settles at the rate times batch_time.
+	 * database's other migrations.  The next batch is cut to the rate times
+	 * batch_time, so such a pause follows only a change of rate.
 	 */
-	rate = item->max_rows_per_sec;
-	paced = zdm_pace_rate();
-	if (paced > 0 && (rate <= 0 || paced < rate))
-		rate = paced;
+	rate = rate_of(item, zdm_pace_rate());
 	if (rate > 0)
 		rate = Max(rate, item->batch_size * 1000.0 / Max(item->batch_time_ms, 1));
 
@@ -414,6 +424,10 @@ serve(WorkItem *item)
 
 	next_size = tune_batch(item, rows, ms);
 	paced = zdm_pace_after_batch(rows, &pace_reason);
+	/* Under a rate, no more rows than one batch_time of it. */
+	rate = rate_of(item, paced);
+	if (rate > 0)
+		next_size = Max(1, Min(next_size, (int) (rate * item->batch_time_ms / 1000.0)));
 	report(item->name, pace_reason, next_size);
 
 	/*
