@@ -279,12 +279,16 @@ for run in "${RUNS[@]}"; do
     # worker holds, waiting for another lock, for a WAL LWLock (WALWrite,
     # WALInsert, WALBufMapping), another LWLock, IO; autovacuum workers;
     # the zdm worker's wait event (CPU: none; -: no worker).
+    # pg_blocking_pids() takes the lock manager's shared state for a moment
+    # (its documentation warns of frequent calls), so it is called for
+    # every lock-waiting session in every run, worker or not: a sampler
+    # that cost only the zdm run would bias the comparison.
     sample_sql="SELECT round((extract(epoch FROM clock_timestamp()) - $(cat "$RUN/t0"))::numeric, 3),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.state = 'active' AND a.wait_event IS NULL),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
-                          AND w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid))),
+                          AND coalesce(w.pid = ANY (pg_blocking_pids(a.pid)), false)),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'Lock'
-                          AND NOT (w.pid IS NOT NULL AND w.pid = ANY (pg_blocking_pids(a.pid)))),
+                          AND NOT coalesce(w.pid = ANY (pg_blocking_pids(a.pid)), false)),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'
                           AND a.wait_event IN ('WALWrite', 'WALInsert', 'WALBufMapping')),
        count(*) FILTER (WHERE a.application_name = 'pgbench' AND a.wait_event_type = 'LWLock'
