@@ -130,6 +130,21 @@ sub expect_notice_false
 # The checkpoint is exactly what the committed batches left: as many rows
 # converted as rows_done says, all of them at or below the checkpoint key,
 # none above.
+# A table of $rows rows (id, v) and a migration adding w = v, expanded.
+sub expanded_table
+{
+	my ($table, $rows, $migration) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+	CREATE TABLE $table (id bigint PRIMARY KEY, v integer NOT NULL);
+	INSERT INTO $table SELECT g, g FROM generate_series(1, $rows) g;
+	ANALYZE $table;
+	SELECT zdm.expand('$migration', '{"operations":[{"add_column":{"table":"$table",
+		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
+});
+	return;
+}
+
 sub check_checkpoint
 {
 	my ($when) = @_;
@@ -437,8 +452,8 @@ $node->safe_psql(
 	SELECT zdm.expand('m_rb', '{"operations":[{"alter_column":{"table":"rb",
 		"column":"v","name":"v_big","type":"bigint","up":"v","down":"v_big::integer"}}]}');
 });
-# 500 rows at 250 rows/s: the new worker must sleep 2 s after its first
-# batch.
+# 500 rows at 250 rows/s: the new worker's first batch (more than one
+# batch_time of the rate) goes in 200 ms, then it must wait about 1.8 s.
 is( $node->safe_psql(
 		'postgres', "SELECT zdm.start_backfill('m_rb', batch_size => 500, max_rows_per_sec => 250)"),
 	't',
@@ -540,18 +555,8 @@ is($node->safe_psql('postgres', "SELECT zdm.contract('m_code')"), 't',
 # batch_time of its rate) is followed by a pause of about 10 s; fast: no
 # limit.  The one worker of the database serves both: fast must not wait
 # out slow's pause.
-$node->safe_psql(
-	'postgres', q{
-	CREATE TABLE slow (id bigint PRIMARY KEY, v integer NOT NULL);
-	CREATE TABLE fast (id bigint PRIMARY KEY, v integer NOT NULL);
-	INSERT INTO slow SELECT g, g FROM generate_series(1, 5000) g;
-	INSERT INTO fast SELECT g, g FROM generate_series(1, 20000) g;
-	ANALYZE slow, fast;
-	SELECT zdm.expand('m_slow', '{"operations":[{"add_column":{"table":"slow",
-		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
-	SELECT zdm.expand('m_fast', '{"operations":[{"add_column":{"table":"fast",
-		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
-});
+expanded_table('slow', 5000, 'm_slow');
+expanded_table('fast', 20000, 'm_fast');
 my $t_slow = time();
 is( $node->safe_psql(
 		'postgres', "SELECT zdm.start_backfill('m_slow', batch_size => 500, max_rows_per_sec => 50)"),
@@ -584,14 +589,7 @@ wait_no_worker('after the slow migration is rolled back');
 # rows go at the rate (zdm.delay_point() in its UPDATE), so the worker
 # spends the 2 s inside its batch, sleeping between rows.  A batch run at
 # full speed and followed by a 2 s pause would be seen idle instead.
-$node->safe_psql(
-	'postgres', q{
-	CREATE TABLE spread (id bigint PRIMARY KEY, v integer NOT NULL);
-	INSERT INTO spread SELECT g, g FROM generate_series(1, 3000) g;
-	ANALYZE spread;
-	SELECT zdm.expand('m_spread', '{"operations":[{"add_column":{"table":"spread",
-		"column":{"name":"w","type":"bigint","nullable":true},"up":"v"}}]}');
-});
+expanded_table('spread', 3000, 'm_spread');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT zdm.start_backfill('m_spread', batch_size => 300, batch_time => '2 s', max_rows_per_sec => 150)"),
