@@ -18,15 +18,24 @@
  *				it runs, the worker pauses for PACE_PROBE_MS and takes the
  *				clients' mean commit time with no batch running.  Too few
  *				commits in a probe (PACE_MIN_COMMITS): no clients to protect,
- *				no pacing until the next probe.
+ *				no pacing until the next probe.  One second can be a slow
+ *				one: the baseline is the mean of the newest probe and the
+ *				baseline before it.
  *
  *	control		over each window of about PACE_WINDOW_MS of work (batches
  *				and the sleeps between them), the clients' mean commit time
- *				is compared with the baseline.  Above
- *				zdm.throttle_commit_latency times it, the worker's rate limit
- *				drops by a third (starting from the rate it had); below 0.8
- *				of that, it rises by a tenth, and goes away once it is twice
- *				what the worker manages unpaced.  The limit is the worker's:
+ *				over the baseline gives a ratio, smoothed over the windows
+ *				(PACE_SMOOTHING).  The rate limit is multiplied by the
+ *				target (zdm.throttle_commit_latency) over the smoothed
+ *				ratio, bounded to PACE_STEP_DOWN..PACE_STEP_UP per window:
+ *				steps of the same size in both directions for the same
+ *				error, so the rate settles where the ratio meets the target.
+ *				(Fixed steps, down a third and up a tenth, settled wherever
+ *				a noisy ratio was under the target four times as often as
+ *				over it: far below what the clients could take.)  Over the
+ *				target with no limit yet, the limit starts from the rate
+ *				the worker achieved; it goes away once it is twice what the
+ *				worker manages unpaced.  The limit is the worker's:
  *				it spreads the rows of its batches (delay.c), whichever
  *				migration's (a migration's own max_rows_per_sec also holds
  *				back that one), and zdm.status shows it as the throttle
@@ -52,6 +61,9 @@
 #define PACE_WINDOW_MS			1000
 #define PACE_MIN_COMMITS		20
 #define PACE_MIN_RATE			100.0	/* rows/s: the backfill never stops */
+#define PACE_SMOOTHING			0.3 /* weight of the newest window's ratio */
+#define PACE_STEP_DOWN			(2.0 / 3.0)
+#define PACE_STEP_UP			1.25
 
 /* What the client backends add to, in shared memory. */
 typedef struct PaceShared
@@ -85,10 +97,10 @@ typedef struct PaceState
 	CommitCount window_from;
 	int64		window_rows;
 	double		rate;			/* rows/s limit; 0: none */
-	double		last_ratio;
+	double		ratio;			/* smoothed commit time over baseline; < 0: none */
 } PaceState;
 
-static PaceState pace = {.baseline_us = -1};
+static PaceState pace = {.baseline_us = -1, .ratio = -1};
 
 static const char *const measuring = "measuring the clients' commit time without the backfill";
 
@@ -221,7 +233,16 @@ zdm_pace_before_batch(char **reason)
 			*reason = pstrdup(measuring);
 			return left;
 		}
-		pace.baseline_us = mean_since(pace.probe_from);
+		{
+			double		probed = mean_since(pace.probe_from);
+
+			if (probed < 0)
+				pace.baseline_us = -1;
+			else if (pace.baseline_us < 0)
+				pace.baseline_us = probed;
+			else
+				pace.baseline_us = (pace.baseline_us + probed) / 2;
+		}
 		pace.probe_start = 0;
 		pace.last_probe = now;
 		pace.window_start = 0;
@@ -269,14 +290,18 @@ zdm_pace_after_batch(int64 rows, char **reason)
 		if (mean_us >= 0)
 		{
 			double		ratio = mean_us / Max(pace.baseline_us, 1.0);
+			double		step;
 
-			pace.last_ratio = ratio;
-			if (ratio > zdm_throttle_commit_latency)
-				pace.rate = Max((pace.rate > 0 ? Min(pace.rate, achieved) : achieved) * 2.0 / 3.0,
+			pace.ratio = pace.ratio < 0 ? ratio :
+				PACE_SMOOTHING * ratio + (1 - PACE_SMOOTHING) * pace.ratio;
+			step = zdm_throttle_commit_latency / Max(pace.ratio, 0.01);
+			step = Min(Max(step, PACE_STEP_DOWN), PACE_STEP_UP);
+			if (pace.ratio > zdm_throttle_commit_latency)
+				pace.rate = Max((pace.rate > 0 ? Min(pace.rate, achieved) : achieved) * step,
 								PACE_MIN_RATE);
-			else if (pace.rate > 0 && ratio < 0.8 * zdm_throttle_commit_latency)
+			else if (pace.rate > 0)
 			{
-				pace.rate *= 1.1;
+				pace.rate *= step;
 				if (pace.rate > 2 * achieved)
 					pace.rate = 0;
 			}
@@ -286,7 +311,7 @@ zdm_pace_after_batch(int64 rows, char **reason)
 	if (pace.rate > 0)
 		*reason = psprintf("clients' commits took %.2fx their time without the backfill "
 						   "(zdm.throttle_commit_latency %.2f): paced to %.0f rows/s",
-						   pace.last_ratio, zdm_throttle_commit_latency, pace.rate);
+						   pace.ratio, zdm_throttle_commit_latency, pace.rate);
 	return pace.rate;
 }
 
