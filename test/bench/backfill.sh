@@ -47,8 +47,8 @@
 #   BACKFILL_TRAFFIC=0 ...                      # do not run traffic.sh after
 #
 # traffic.sh runs with shared_preload_libraries = 'zdm' (the worker paces
-# itself only then) and 360 s a run (the paced backfill of its 5,000,000
-# rows takes about 330 s), unless TRAFFIC_PRELOAD / TRAFFIC_DURATION say
+# itself only then) and 450 s a run (the paced backfill of its 5,000,000
+# rows took about 360 s), unless TRAFFIC_PRELOAD / TRAFFIC_DURATION say
 # otherwise (TRAFFIC_PRELOAD= for none).
 #
 # The cluster lives under ./tmp/bench-backfill/backfill (port 5496; logs,
@@ -659,5 +659,5 @@ if [ "${BACKFILL_TRAFFIC:-1}" != 0 ] && [ -f "$BENCH/traffic.sh" ]; then
     cleanup
     flock -u 9
     exec 9>&-
-    TRAFFIC_PRELOAD=${TRAFFIC_PRELOAD-1} TRAFFIC_DURATION=${TRAFFIC_DURATION:-360} bash "$BENCH/traffic.sh"
+    TRAFFIC_PRELOAD=${TRAFFIC_PRELOAD-1} TRAFFIC_DURATION=${TRAFFIC_DURATION:-450} bash "$BENCH/traffic.sh"
 fi
