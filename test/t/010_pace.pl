@@ -6,9 +6,9 @@
 #   - With pgbench committing and zdm.throttle_commit_latency set below
 #     what any commit can achieve (0.5: commits "must" get faster while the
 #     backfill runs), the worker paces itself: zdm.status says so, at a
-#     rate below the migration's own limit.  The test then turns pacing off
-#     (a target nothing meets would slow the rest down to the floor), and
-#     the backfill finishes and verifies clean.
+#     rate below the migration's own limit.  The test then raises the
+#     target far above what the clients feel (100), and the rate goes back
+#     up; the backfill finishes and verifies clean.
 #   - With zdm.throttle_commit_latency = 0 (off) the same backfill is never
 #     paced.
 use strict;
@@ -70,7 +70,8 @@ my $pgbench = IPC::Run::start(
 	'>', \$out, '2>', \$err);
 
 # Backfill table $table with zdm.throttle_commit_latency = $target; returns
-# the throttle reasons seen in zdm.status and the rows per second.
+# the throttle reasons seen in zdm.status, and the paced rates seen before
+# and after the target was raised to 100.
 sub backfill
 {
 	my ($table, $target) = @_;
@@ -85,6 +86,7 @@ sub backfill
 	$node->safe_psql('postgres',
 		"SELECT zdm.start_backfill('$name', sleep_ratio => 0, max_rows_per_sec => $limit)");
 	my %reasons;
+	my (@before, @after);
 	while (1)
 	{
 		my ($phase, $reason) = split /\|/,
@@ -92,13 +94,18 @@ sub backfill
 			"SELECT phase, throttle_reason FROM zdm.status WHERE name = '$name'");
 		$reasons{$reason}++ if defined $reason && $reason ne '';
 		last if $phase eq 'backfilled';
-		# Seen pacing: turn it off, so that the rest goes at the migration's
-		# own limit (a target no commit can meet would slow it to the floor).
-		if ($target > 0 && defined $reason && $reason =~ /paced to/)
+		if (defined $reason && $reason =~ /paced to (\d+) rows\/s/)
+		{
+			push @{ $target == 100 ? \@after : \@before }, $1;
+		}
+		# Seen pacing: a target far above what the clients feel, under
+		# which the rate must rise again (a target no commit can meet
+		# would slow the rest down to the floor).
+		if ($target > 0 && $target < 100 && @before)
 		{
 			$node->safe_psql('postgres',
-				'ALTER SYSTEM SET zdm.throttle_commit_latency = 0; SELECT pg_reload_conf()');
-			$target = 0;
+				'ALTER SYSTEM SET zdm.throttle_commit_latency = 100; SELECT pg_reload_conf()');
+			$target = 100;
 		}
 		die "backfill of $table: phase $phase" unless $phase =~ /^(expanded|backfilling)$/;
 		die "backfill of $table did not finish in 180 s" if time() - $t0 > 180;
@@ -106,17 +113,21 @@ sub backfill
 	}
 	is($node->safe_psql('postgres', "SELECT zdm.verify('$name')"), '0', "$name verifies clean");
 	note "$name: " . (time() - $t0) . " s; throttle reasons seen: " . join(' / ', sort keys %reasons);
-	return \%reasons;
+	return (\%reasons, \@before, \@after);
 }
 
-my $reasons = backfill('a', 0.5);
+my ($reasons, $before, $after) = backfill('a', 0.5);
 my @paced = map { /clients' commits took [0-9.]+x their time without the backfill .* paced to (\d+) rows\/s/ ? $1 : () }
   keys %$reasons;
 ok(scalar(@paced), 'with the clients under a target they cannot meet, zdm.status shows the worker pacing itself');
 ok((grep { $_ < $limit } @paced),
 	"the pace went below the migration's own limit of $limit rows/s (" . join(', ', sort { $b <=> $a } @paced) . ')');
 
-my $reasons_off = backfill('b', 0);
+my ($first, $highest) = ($before->[0] // 0, (sort { $b <=> $a } @$after)[0] // 0);
+ok($highest > $first,
+	"with the clients under the target, the pace's rate rises again ($first rows/s before, up to $highest after)");
+
+my ($reasons_off) = backfill('b', 0);
 ok(!(grep { /paced to/ } keys %$reasons_off),
 	'with zdm.throttle_commit_latency = 0 the worker does not pace itself');
 
