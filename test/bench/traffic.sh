@@ -175,16 +175,25 @@ zdm_migration() {
     # a sixth of the clients' throughput and half their p99 again on this
     # 2-core machine (alternated in one pgbench run: p99 1.48x, TPS 0.84x),
     # a cost of the bench paid by the zdm run alone.
+    # A line being written can be read in part (a write that crosses a
+    # page is copied page by page): a line without its five fields is
+    # skipped, and a phase that ends the wait is confirmed in the database.
     local phase= last
     while :; do
         last=$(tail -n 1 "$pace" 2>/dev/null)
-        phase=${last##*$'\t'}
+        phase=
+        [ "$(awk -F'\t' '{ print NF }' <<<"$last")" != 5 ] || phase=${last##*$'\t'}
         case $phase in
-            backfilled) break ;;
             ''|expanded|backfilling)
                 kill -0 "$pacer_pid" 2>/dev/null || { echo "the watcher (pace.tsv) has stopped"; return 1; }
                 sleep 0.2 ;;
-            *) echo "migration is $phase: $(psql_db "$db" -c "SELECT last_error FROM zdm.status WHERE name = 'cents'")"; return 1 ;;
+            *)
+                phase=$(psql_db "$db" -c "SELECT phase FROM zdm.status WHERE name = 'cents'")
+                case $phase in
+                    backfilled) break ;;
+                    expanded|backfilling) sleep 0.2 ;;
+                    *) echo "migration is $phase: $(psql_db "$db" -c "SELECT last_error FROM zdm.status WHERE name = 'cents'")"; return 1 ;;
+                esac ;;
         esac
     done
     # The exact end, as zdm recorded it.
