@@ -127,9 +127,6 @@ sub expect_notice_false
 	like($err, qr/NOTICE:  $re/, "$label: NOTICE $re");
 }
 
-# The checkpoint is exactly what the committed batches left: as many rows
-# converted as rows_done says, all of them at or below the checkpoint key,
-# none above.
 # A table of $rows rows (id, v) and a migration adding w = v, expanded.
 sub expanded_table
 {
@@ -145,6 +142,9 @@ sub expanded_table
 	return;
 }
 
+# The checkpoint is exactly what the committed batches left: as many rows
+# converted as rows_done says, all of them at or below the checkpoint key,
+# none above.
 sub check_checkpoint
 {
 	my ($when) = @_;
