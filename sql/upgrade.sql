@@ -12,6 +12,7 @@ SELECT count(*) AS functions_in_0_1 FROM pg_proc WHERE pronamespace = 'zdm'::reg
 INSERT INTO zdm.migrations (name, definition, plan, phase)
 VALUES ('up_1', '{"operations": []}',
         '{"search_path": "public", "tables": [], "contract": [], "rollback": []}', 'expanded');
+INSERT INTO zdm.migration_log (migration, event, phase) VALUES ('up_1', 'phase', 'expanded');
 ALTER EXTENSION zdm UPDATE TO '0.2';
 SELECT extversion FROM pg_extension WHERE extname = 'zdm';
 SELECT name, phase, worker, paused, batch_size FROM zdm.status;
@@ -24,6 +25,12 @@ SELECT zdm.differs(1, 2);
 ALTER EXTENSION zdm UPDATE TO '0.5';
 SELECT extversion FROM pg_extension WHERE extname = 'zdm';
 SELECT zdm.delay_point();
+-- 0.6: the author comes from the journal; zdm's state is zdm's alone.
+ALTER EXTENSION zdm UPDATE TO '0.6';
+SELECT extversion FROM pg_extension WHERE extname = 'zdm';
+SELECT name, author = current_user AS author_from_journal FROM zdm.migrations;
+SELECT pg_has_role('zdm_migrator', 'USAGE') AS superuser_is_member,
+       has_table_privilege('public', 'zdm.migrations', 'INSERT') AS public_may_insert;
 SELECT zdm.backfill('up_1');
 SELECT zdm.rollback('up_1');
 SELECT name, phase FROM zdm.status;

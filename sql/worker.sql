@@ -11,7 +11,7 @@ SELECT zdm.expand('wk_1', '{"operations": [{"alter_column": {"table": "wk_orders
 BEGIN;
 SELECT zdm.start_backfill('wk_1', batch_size => 500, batch_time => '150 ms', max_rows_per_sec => 10000, sleep_ratio => 0.5);
 SELECT worker, paused, batch_size, throttle_reason FROM zdm.status WHERE name = 'wk_1';
-SELECT worker_role = current_user::regrole AS runs_as_caller, batch_time_ms, max_rows_per_sec, sleep_ratio
+SELECT author = current_user AS runs_as_author, batch_time_ms, max_rows_per_sec, sleep_ratio
   FROM zdm.migrations WHERE name = 'wk_1';
 -- Pause and resume; twice is a notice.
 SELECT zdm.pause('wk_1');

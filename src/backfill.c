@@ -160,9 +160,10 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 
 	if (*last == NULL)
 	{
-		rc = SPI_execute_with_args("SELECT coalesce(max(pg_catalog.pg_relation_size(p.relid)"
-								   "         / current_setting('block_size')::int8), 0),"
-								   "       greatest(sum(greatest(c.reltuples, 0)) / greatest(sum(c.relpages), 1), 1)::float8"
+		rc = SPI_execute_with_args("SELECT coalesce(pg_catalog.max(pg_catalog.pg_relation_size(p.relid)"
+								   "         / pg_catalog.current_setting('block_size')::int8), 0),"
+								   "       greatest(pg_catalog.sum(greatest(c.reltuples, 0))"
+								   "                / greatest(pg_catalog.sum(c.relpages), 1), 1)::float8"
 								   "  FROM (SELECT $1::regclass AS relid UNION"	/* (no rows for a plain table) */
 								   "        SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)) p"
 								   "  JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE c.relkind = 'r'",
@@ -190,7 +191,7 @@ backfill_ctid_batch(const char *migration, PlanTable *pt, char ***last, int batc
 		rc = SPI_execute(psprintf("WITH converted AS (UPDATE %s SET %s"
 								  "   WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid"
 								  "     AND (%s)%s RETURNING 1)"
-								  " SELECT count(*) FROM %s"
+								  " SELECT pg_catalog.count(*) FROM %s"
 								  "  WHERE ctid >= '(" INT64_FORMAT ",0)'::tid AND ctid < '(" INT64_FORMAT ",0)'::tid",
 								  pt->relation, pt->set, next, upper, pt->todo,
 								  zdm_delay_active() ? " AND zdm.delay_point()" : "",
@@ -309,7 +310,7 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 	}
 	else
 	{
-		rc = SPI_execute_with_args(psprintf("SELECT count(*) FROM %s s WHERE %s", pt->relation, lower),
+		rc = SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM %s s WHERE %s", pt->relation, lower),
 								   nparams, types, values, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "zdm: backfill range query failed: %s", SPI_result_code_string(rc));
@@ -380,7 +381,7 @@ read_checkpoint(const char *name, int *table, char ***key, int *nkey, double *si
 	bool		isnull;
 	Datum		d;
 
-	SPI_execute_with_args("SELECT backfill_table, backfill_key,"
+	zdm_state_exec("SELECT backfill_table, backfill_key,"
 						  "  CASE WHEN batches > 0 AND clock_timestamp() - updated_at < interval '60 s'"
 						  "       THEN extract(epoch FROM clock_timestamp() - updated_at)::float8 * 1000"
 						  "       ELSE -1 END"
@@ -431,7 +432,7 @@ write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows,
 	values[3] = Int64GetDatum(rows);
 	values[4] = Float8GetDatum(batch_ms);
 	values[5] = Float8GetDatum(rate);
-	rc = SPI_execute_with_args("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
+	rc = zdm_state_exec("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
 							   " rows_backfilled = rows_backfilled + $4,"
 							   " batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
 							   " last_batch_ms = CASE WHEN $4 > 0 THEN $5 ELSE last_batch_ms END,"
@@ -468,11 +469,12 @@ zdm_backfill_batch(const char *name, int32 batch)
 				nkey;
 	char	  **key;
 	int64		rows = 0;
-	int			level;
+	ZdmAs		as;
 	double		since_ms;
 	TimestampTz start = GetCurrentTimestamp();
 
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "backfill");
 	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -487,7 +489,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
-		SPI_execute_with_args("UPDATE zdm.migrations SET phase = 'backfilling',"
+		zdm_state_exec("UPDATE zdm.migrations SET phase = 'backfilling',"
 							  " backfill_started_at = coalesce(backfill_started_at, clock_timestamp()),"
 							  " updated_at = clock_timestamp(), last_error = NULL, failed_key = NULL"
 							  " WHERE name = $1", 1, types, values, NULL, false, 0);
@@ -496,7 +498,8 @@ zdm_backfill_batch(const char *name, int32 batch)
 
 	tables = plan_tables(name, m.plan);
 	read_checkpoint(name, &idx, &key, &nkey, &since_ms);
-	level = zdm_search_path_push(plan_search_path(name, m.plan));
+	/* The migration's SQL runs as its author; its state, as zdm's owner. */
+	zdm_as_author_push(&as, &m, plan_search_path(name, m.plan));
 	while (idx < list_length(tables))
 	{
 		PlanTable  *pt = list_nth(tables, idx);
@@ -521,7 +524,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 		idx++;
 		key = NULL;
 	}
-	zdm_guc_pop(level);
+	zdm_as_pop(&as);
 
 	if (rows == 0)
 	{
@@ -530,7 +533,7 @@ zdm_backfill_batch(const char *name, int32 batch)
 
 		write_checkpoint(name, idx, NULL, 0, 0, 0, 0);
 		/* Done: the worker has nothing left to do for it. */
-		SPI_execute_with_args("UPDATE zdm.migrations SET worker_requested = false, paused = false,"
+		zdm_state_exec("UPDATE zdm.migrations SET worker_requested = false, paused = false,"
 							  " throttle_reason = NULL WHERE name = $1",
 							  1, types, values, NULL, false, 0);
 		zdm_migration_set_phase(name, "backfilled", NULL);
@@ -570,24 +573,36 @@ zdm_backfill_all(PG_FUNCTION_ARGS)
 
 	check_batch(NULL, batch);
 	SPI_connect();
-	SPI_execute("SELECT name FROM zdm.migrations WHERE phase IN ('expanded', 'backfilling')"
+	zdm_state_query("SELECT name FROM zdm.migrations WHERE phase IN ('expanded', 'backfilling')"
 				" ORDER BY expanded_at, name", true, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	foreach(lc, names)
-		total += zdm_backfill_batch(lfirst(lc), batch);
+	{
+		ZdmMigration m;
+
+		/* Other roles' migrations are theirs to backfill. */
+		if (zdm_migration_fetch(lfirst(lc), false, &m) && zdm_may_act(&m))
+			total += zdm_backfill_batch(lfirst(lc), batch);
+	}
 	SPI_finish();
 	PG_RETURN_INT64(total);
 }
 
-/* Count the rows of a migration's tables whose columns disagree. */
+/*
+ * Count the rows of a migration's tables whose columns disagree.  The
+ * predicates hold the migration's up/down: they run as its author.
+ */
 int64
-zdm_verify_migration(const char *name, Jsonb *plan)
+zdm_verify_migration(const ZdmMigration *m)
 {
-	List	   *tables = plan_tables(name, plan);
-	int			level = zdm_search_path_push(plan_search_path(name, plan));
+	const char *name = m->name;
+	List	   *tables = plan_tables(name, m->plan);
 	int64		total = 0;
 	ListCell   *lc;
+	ZdmAs		as;
+
+	zdm_as_author_push(&as, m, plan_search_path(name, m->plan));
 
 	foreach(lc, tables)
 	{
@@ -597,12 +612,12 @@ zdm_verify_migration(const char *name, Jsonb *plan)
 
 		if (pt->verify == NULL)
 			continue;
-		rc = SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", pt->relation, pt->verify), false, 0);
+		rc = SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM %s WHERE %s", pt->relation, pt->verify), false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "zdm: verify query failed: %s", SPI_result_code_string(rc));
 		total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	zdm_guc_pop(level);
+	zdm_as_pop(&as);
 	zdm_log_event(name, "verify", NULL, NULL, NULL, -1, psprintf(INT64_FORMAT " inconsistent row(s)", total));
 	return total;
 }
@@ -623,13 +638,14 @@ zdm_verify(PG_FUNCTION_ARGS)
 	zdm_check_name(name, "zdm.verify");
 	SPI_connect();
 	zdm_require_migration(name, &m, false);
+	zdm_require_actor(&m, "verify");
 	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("migration \"%s\" is %s; only one version of its columns is left to verify",
 						name, strcmp(m.phase, "contracted") == 0 ? "contracted" : "rolled back"),
 				 errhint("Verify runs between zdm.expand() and zdm.contract().")));
-	bad = zdm_verify_migration(name, m.plan);
+	bad = zdm_verify_migration(&m);
 	SPI_finish();
 	PG_RETURN_INT64(bad);
 }

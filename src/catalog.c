@@ -6,7 +6,8 @@
  * Every function here runs inside an SPI connection opened by the SQL
  * function that called it; results are copied into that function's
  * memory context.  State is written in the caller's transaction, so it
- * commits, or vanishes, with the work it describes.
+ * commits, or vanishes, with the work it describes, and as the state's
+ * owner (roles.c): the caller needs no privileges on zdm's tables.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,7 +34,7 @@ spi_exec_text(const char *sql, int nargs, const char **args, int expect)
 		values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
 		nulls[i] = args[i] ? ' ' : 'n';
 	}
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	rc = zdm_state_exec(sql, nargs, types, values, nulls, false, 0);
 	if (rc != expect)
 		elog(ERROR, "zdm: internal statement failed (%s): %s",
 			 SPI_result_code_string(rc), sql);
@@ -54,7 +55,7 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	sql = psprintf("SELECT phase, definition, plan, version_old, version_new"
+	sql = psprintf("SELECT phase, definition, plan, version_old, version_new, author"
 				   "  FROM zdm.migrations WHERE name = $1%s",
 				   for_update ? " FOR UPDATE" : "");
 	spi_exec_text(sql, 1, args, for_update ? SPI_OK_SELECT : SPI_OK_SELECT);
@@ -70,6 +71,7 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	m->expanded_here = zdm_expanded_here(name);
 	m->version_old = SPI_getvalue(tup, desc, 4);
 	m->version_new = SPI_getvalue(tup, desc, 5);
+	m->author = SPI_getvalue(tup, desc, 6);
 	return true;
 }
 
@@ -133,7 +135,7 @@ zdm_log_event(const char *migration, const char *event, const char *phase,
 	char		waitbuf[32];
 	char		durbuf[32];
 	char		attbuf[16];
-	const char *args[8];
+	const char *args[9];
 
 	if (lock)
 	{
@@ -150,10 +152,12 @@ zdm_log_event(const char *migration, const char *event, const char *phase,
 	args[5] = duration_ms >= 0 ? durbuf : NULL;
 	args[6] = lock ? attbuf : NULL;
 	args[7] = detail;
+	/* who asked: the journal is written as zdm's owner */
+	args[8] = zdm_current_role_name();
 	spi_exec_text("INSERT INTO zdm.migration_log"
-				  " (migration, event, phase, statement, lock_wait_ms, duration_ms, attempts, detail)"
-				  " VALUES ($1, $2, $3, $4, $5::float8, $6::float8, $7::int, $8)",
-				  8, args, SPI_OK_INSERT);
+				  " (migration, event, phase, statement, lock_wait_ms, duration_ms, attempts, detail, actor)"
+				  " VALUES ($1, $2, $3, $4, $5::float8, $6::float8, $7::int, $8, $9)",
+				  9, args, SPI_OK_INSERT);
 	/* LISTEN zdm: {"migration": ..., "phase": ...} at every phase change */
 	if (strcmp(event, "phase") == 0)
 		spi_exec_text("SELECT pg_catalog.pg_notify('zdm', pg_catalog.json_build_object("

@@ -30,6 +30,23 @@
 PG_FUNCTION_INFO_V1(zdm_contract);
 PG_FUNCTION_INFO_V1(zdm_rollback);
 
+/*
+ * Run a section of the plan as the migration's author (roles.c), with the
+ * search_path it was expanded with: a default or a check in the steps
+ * resolves as it did then, and whoever calls contract or rollback lends
+ * the migration no rights of their own.
+ */
+static void
+run_steps_as_author(ZdmMigration *m, const char *phase, const char *section)
+{
+	ZdmSpecCtx	ctx = {m->name, 0, NULL};
+	ZdmAs		as;
+
+	zdm_as_author_push(&as, m, zdm_json_string(&ctx, &m->plan->root, "search_path", false));
+	zdm_run_plan_steps(m->name, phase, m->plan, section);
+	zdm_as_pop(&as);
+}
+
 /* Contract one migration; false when it was already contracted. */
 static bool
 contract_one(const char *name, bool force)
@@ -38,6 +55,7 @@ contract_one(const char *name, bool force)
 	int64		bad;
 
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "contract");
 	if (strcmp(m.phase, "contracted") == 0)
 	{
 		ereport(NOTICE,
@@ -63,7 +81,7 @@ contract_one(const char *name, bool force)
 				 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
 						 name)));
 
-	bad = zdm_verify_migration(name, m.plan);
+	bad = zdm_verify_migration(&m);
 	if (bad > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -75,13 +93,13 @@ contract_one(const char *name, bool force)
 	/* The gate: the version it retires must have (almost) no traffic left. */
 	zdm_gate_check(name, m.version_old, force);
 
-	zdm_run_plan_steps(name, "contracted", m.plan, "contract");
+	run_steps_as_author(&m, "contracted", "contract");
 	if (m.version_old)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
 		Datum		values[2] = {CStringGetTextDatum(m.version_old), CStringGetTextDatum(name)};
 
-		SPI_execute_with_args("UPDATE zdm.api_versions SET retired_by = $2, retired_at = now()"
+		zdm_state_exec("UPDATE zdm.api_versions SET retired_by = $2, retired_at = now()"
 							  " WHERE version = $1 AND retired_by IS NULL",
 							  2, types, values, NULL, false, 0);
 	}
@@ -109,7 +127,7 @@ zdm_contract(PG_FUNCTION_ARGS)
 		List	   *names = NIL;
 		ListCell   *lc;
 
-		SPI_execute("SELECT name FROM zdm.migrations WHERE phase = 'backfilled'"
+		zdm_state_query("SELECT name FROM zdm.migrations WHERE phase = 'backfilled'"
 					" ORDER BY expanded_at, name", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
 			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
@@ -119,7 +137,13 @@ zdm_contract(PG_FUNCTION_ARGS)
 					 errmsg("no migration is ready to contract"),
 					 errhint("A migration can be contracted once zdm.backfill() has returned 0 for it; see zdm.status.")));
 		foreach(lc, names)
-			done = contract_one(lfirst(lc), force) || done;
+		{
+			ZdmMigration m;
+
+			/* Other roles' migrations are theirs to contract. */
+			if (zdm_migration_fetch(lfirst(lc), false, &m) && zdm_may_act(&m))
+				done = contract_one(lfirst(lc), force) || done;
+		}
 	}
 	SPI_finish();
 	PG_RETURN_BOOL(done);
@@ -141,6 +165,7 @@ zdm_rollback(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "roll back");
 	if (strcmp(m.phase, "contracted") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -153,10 +178,10 @@ zdm_rollback(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	zdm_run_plan_steps(name, "rolled_back", m.plan, "rollback");
+	run_steps_as_author(&m, "rolled_back", "rollback");
 	zdm_migration_set_phase(name, "rolled_back", NULL);
 	/* Versions only this migration knew are forgotten with it. */
-	SPI_execute_with_args("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"
+	zdm_state_exec("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"
 						  "   AND NOT EXISTS (SELECT 1 FROM zdm.migrations o WHERE o.name <> $1"
 						  "                   AND o.phase <> 'rolled_back' AND v.version IN (o.version_old, o.version_new))",
 						  3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID},

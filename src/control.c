@@ -4,9 +4,11 @@
  *	  Handing a backfill to the background worker, and steering it live:
  *	  zdm.start_backfill(), zdm.pause(), zdm.resume(), zdm.tune().
  *
- * These only write the migration's row (in the caller's transaction) and
- * start the database's worker, which waits for that transaction to end:
- * a migration runner may call them inside its own transaction, they never
+ * These only write the migration's row (in the caller's transaction, as
+ * zdm's owner: roles.c) and start the database's worker, which waits for
+ * that transaction to end.  Only the migration's author, or the owner of
+ * its tables, may call them on it.  A migration runner may call them
+ * inside its own transaction: they never
  * wait for the worker, and a rollback takes the request back.  The worker
  * reads the row before every batch, so a change takes effect at the next
  * batch.
@@ -118,7 +120,7 @@ settings_save(const char *name, Settings s)
 	values[2] = Int32GetDatum(s.batch_time_ms);
 	values[3] = Int32GetDatum(s.max_rows_per_sec);
 	values[4] = Float4GetDatum((float4) s.sleep_ratio);
-	SPI_execute_with_args("UPDATE zdm.migrations SET"
+	zdm_state_exec("UPDATE zdm.migrations SET"
 						  " batch_size = CASE WHEN $2 > 0 THEN $2 ELSE batch_size END,"
 						  " batch_time_ms = CASE WHEN $3 > 0 THEN $3 ELSE batch_time_ms END,"
 						  " max_rows_per_sec = CASE WHEN $4 > 0 THEN $4 ELSE max_rows_per_sec END,"
@@ -159,12 +161,12 @@ already_backfilled(ZdmMigration *m)
 static void
 set_flags(const char *name, const char *assignments)
 {
-	Oid			types[2] = {TEXTOID, OIDOID};
-	Datum		values[2] = {CStringGetTextDatum(name), ObjectIdGetDatum(GetUserId())};
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
 
-	SPI_execute_with_args(psprintf("UPDATE zdm.migrations SET %s, updated_at = clock_timestamp()"
-								   " WHERE name = $1", assignments),
-						  2, types, values, NULL, false, 0);
+	zdm_state_exec(psprintf("UPDATE zdm.migrations SET %s, updated_at = clock_timestamp()"
+							" WHERE name = $1", assignments),
+				   1, types, values, NULL, false, 0);
 }
 
 Datum
@@ -176,6 +178,7 @@ zdm_start_backfill(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "start the backfill of");
 	require_backfillable(&m, "start");
 	if (already_backfilled(&m))
 	{
@@ -185,7 +188,7 @@ zdm_start_backfill(PG_FUNCTION_ARGS)
 	/* Started again after a failure: go on from the checkpoint. */
 	if (strcmp(m.phase, "failed") == 0)
 		zdm_migration_set_phase(name, "backfilling", NULL);
-	set_flags(name, "worker_requested = true, paused = false, worker_role = $2, failed_key = NULL,"
+	set_flags(name, "worker_requested = true, paused = false, failed_key = NULL,"
 			  " throttle_reason = NULL");
 	settings_save(name, s);
 	zdm_log_event(name, "start_backfill", NULL, NULL, NULL, -1, settings_text(s));
@@ -206,6 +209,7 @@ zdm_pause(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "pause");
 	require_backfillable(&m, "pause");
 	if (already_backfilled(&m))
 	{
@@ -240,6 +244,7 @@ zdm_resume(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "resume");
 	require_backfillable(&m, "resume");
 	if (already_backfilled(&m))
 	{
@@ -276,6 +281,7 @@ zdm_tune(PG_FUNCTION_ARGS)
 				 errhint("Name one, e.g. zdm.tune('%s', batch_size => 5000) or max_rows_per_sec => 20000.", name)));
 	SPI_connect();
 	zdm_require_migration(name, &m, true);
+	zdm_require_actor(&m, "tune");
 	require_backfillable(&m, "tune");
 	settings_save(name, s);
 	zdm_log_event(name, "tune", NULL, NULL, NULL, -1, settings_text(s));

@@ -76,8 +76,7 @@ bool
 zdm_delay_active(void)
 {
 	return delay_rate > 0 &&
-		OidIsValid(LookupFuncName(list_make2(makeString("zdm"), makeString("delay_point")),
-								  0, NULL, true));
+		OidIsValid(zdm_function_oid("delay_point", 0, NULL));
 }
 
 Datum

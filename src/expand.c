@@ -411,6 +411,13 @@ add_check(ExpandState *st, TableWork *tw, JsonbContainer *check, bool existing_r
 	char	   *cname = (char *) quote_identifier(name);
 
 	zdm_json_check_keys(&st->ctx, check, "\"check\"", keys, unsupported);
+	/* PostgreSQL would truncate it with a NOTICE: contract would then name another */
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("migration \"%s\": constraint name \"%s\" of table \"%s\" is too long",
+						st->migration, name, tw->name),
+				 errhint("Constraint names are at most %d bytes.", NAMEDATALEN - 1)));
 	if (existing_rows)
 		(void) zdm_expr_analyze(st->migration, what, tw->desc, tw->name, text, BOOLOID, -1);
 	else
@@ -875,6 +882,19 @@ view_name(TableWork *tw, const char *version)
 }
 
 /*
+ * The privileges of a version's view.  The views are security_invoker, so
+ * reading or writing through one checks the caller's rights on the table
+ * (and its row-level security), column by column: granting the view itself
+ * to PUBLIC makes its privileges exactly the table's, now and after any
+ * later GRANT or REVOKE on the table, with nothing to keep in step.
+ */
+static char *
+view_grant_sql(TableWork *tw, const char *version)
+{
+	return psprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO PUBLIC", view_name(tw, version));
+}
+
+/*
  * CREATE VIEW of a table as one version sees it: the old version, the
  * table as it was; the new one, without the columns the migration retires
  * and with the new ones under their visible names, in the old one's place
@@ -949,6 +969,13 @@ resolve_versions(ExpandState *st, JsonbContainer *root)
 	}
 	if (st->version_new == NULL)
 		st->version_new = vschema ? vschema : pstrdup(st->migration);
+	if (st->version_old && strcmp(st->version_old, st->version_new) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": \"versions\" names \"%s\" as both the old and the new API version",
+						st->migration, st->version_old),
+				 errhint("\"old\" is the version the migration retires and \"new\" the one it introduces; "
+						 "give the new one another name, or leave \"old\" out.")));
 	if (st->version_old == NULL)
 		st->version_old = zdm_previous_version();
 	if (st->version_old && strcmp(st->version_old, st->version_new) == 0)
@@ -1007,7 +1034,7 @@ save_versions(ExpandState *st)
 		values[0] = CStringGetTextDatum(both[i]);
 		values[1] = CStringGetTextDatum(both[i]);
 		values[2] = CStringGetTextDatum(st->migration);
-		SPI_execute_with_args("INSERT INTO zdm.api_versions AS v (version, schema_name, introduced_by)"
+		zdm_state_exec("INSERT INTO zdm.api_versions AS v (version, schema_name, introduced_by)"
 							  " VALUES ($1, $2, $3) ON CONFLICT (version) DO UPDATE"
 							  " SET schema_name = coalesce(v.schema_name, EXCLUDED.schema_name)",
 							  3, types, values, nulls, false, 0);
@@ -1154,6 +1181,12 @@ plan_json(ExpandState *st)
 											" FOR EACH ROW EXECUTE FUNCTION zdm.version_retired(%s, %s)",
 											v, quote_literal_cstr(st->version_old),
 											quote_literal_cstr(st->migration)));
+			/*
+			 * Every client reaches the guard and gets its error, never a
+			 * permission error: it returns no row (its condition raises
+			 * before any row is read) and writes none.
+			 */
+			steps = lappend(steps, view_grant_sql(tw, st->version_old));
 		}
 		append_steps(&buf, &first, tw, "exclusive", steps);
 	}
@@ -1325,6 +1358,9 @@ expand_apply(ExpandState *st)
 
 		zdm_run_ddl(st->migration, "expanded",
 					psprintf("CREATE SCHEMA %s", quote_identifier(lfirst(lc))), &none);
+		/* Clients need nothing new: the views in it check their table rights. */
+		zdm_run_ddl(st->migration, "expanded",
+					psprintf("GRANT USAGE ON SCHEMA %s TO PUBLIC", quote_identifier(lfirst(lc))), &none);
 	}
 	foreach(lc, st->tables)
 	{
@@ -1342,10 +1378,12 @@ expand_apply(ExpandState *st)
 				if (view_exists(tw, st->version_old))
 					steps = lappend(steps, psprintf("DROP VIEW %s", view_name(tw, st->version_old)));
 				steps = lappend(steps, view_sql(tw, st->version_old, false));
+				steps = lappend(steps, view_grant_sql(tw, st->version_old));
 			}
 			if (view_exists(tw, st->version_new))
 				steps = lappend(steps, psprintf("DROP VIEW %s", view_name(tw, st->version_new)));
 			steps = lappend(steps, view_sql(tw, st->version_new, true));
+			steps = lappend(steps, view_grant_sql(tw, st->version_new));
 		}
 		foreach(lc2, steps)
 		{
@@ -1362,9 +1400,9 @@ expand_apply(ExpandState *st)
 static void
 expand_save_state(ExpandState *st, Jsonb *definition)
 {
-	Oid			types[5] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', st->version_old ? ' ' : 'n', st->version_new ? ' ' : 'n'};
+	Oid			types[6] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', st->version_old ? ' ' : 'n', st->version_new ? ' ' : 'n', ' '};
 	int			rc;
 
 	values[0] = CStringGetTextDatum(st->migration);
@@ -1372,18 +1410,20 @@ expand_save_state(ExpandState *st, Jsonb *definition)
 	values[2] = CStringGetTextDatum(plan_json(st));
 	values[3] = st->version_old ? CStringGetTextDatum(st->version_old) : (Datum) 0;
 	values[4] = st->version_new ? CStringGetTextDatum(st->version_new) : (Datum) 0;
+	/* The author: every later step of the migration runs as this role. */
+	values[5] = CStringGetTextDatum(zdm_current_role_name());
 	save_versions(st);
-	rc = SPI_execute_with_args("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at,"
-							   "   version_old, version_new)"
-							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now(), $4, $5)"
-							   " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"
+	rc = zdm_state_exec("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at,"
+							   "   version_old, version_new, author)"
+							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now(), $4, $5, $6)"
+							   " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, author = EXCLUDED.author,"
 							   "   version_old = EXCLUDED.version_old, version_new = EXCLUDED.version_new,"
 							   "   plan = EXCLUDED.plan, phase = 'expanded', expand_xid = EXCLUDED.expand_xid,"
 							   "   backfill_key = NULL, backfill_table = 0, rows_backfilled = 0, batches = 0,"
 							   "   created_at = now(), updated_at = now(), expanded_at = now(),"
 							   "   backfill_started_at = NULL, backfilled_at = NULL, contracted_at = NULL,"
 							   "   rolled_back_at = NULL, last_error = NULL",
-							   5, types, values, nulls, false, 0);
+							   6, types, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "zdm: could not record migration \"%s\": %s", st->migration,
 			 SPI_result_code_string(rc));

@@ -27,10 +27,14 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(zdm_gate_since);
+
+/* The most zdm.record_traffic() accepts in one call: 10^12 requests. */
+#define ZDM_MAX_RECORDED_REQUESTS	INT64CONST(1000000000000)
 PG_FUNCTION_INFO_V1(zdm_record_traffic);
 PG_FUNCTION_INFO_V1(zdm_metrics);
 
@@ -59,8 +63,8 @@ zdm_record_traffic(PG_FUNCTION_ARGS)
 	char	   *version;
 	int64		requests;
 	TimestampTz at;
-	Oid			types[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[3];
+	Datum		versions[1];
+	Datum		counts[1];
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -82,6 +86,13 @@ zdm_record_traffic(PG_FUNCTION_ARGS)
 				 errmsg("zdm.record_traffic: requests of version \"%s\" must not be negative (" INT64_FORMAT ")",
 						version, requests),
 				 errhint("Record the count of requests seen, which is zero or more.")));
+	/* Far beyond any real count: a unit mistake, or an attempt to skew the gate. */
+	if (requests > ZDM_MAX_RECORDED_REQUESTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("zdm.record_traffic: " INT64_FORMAT " requests of version \"%s\" in one call is more than %lld",
+						requests, version, (long long) ZDM_MAX_RECORDED_REQUESTS),
+				 errhint("Record the requests of each minute, or of each hour, as they are observed.")));
 	/* A minute of slack for clocks that are slightly ahead. */
 	if (at > GetCurrentTimestamp() + 60 * USECS_PER_SEC || TIMESTAMP_NOT_FINITE(at))
 		ereport(ERROR,
@@ -90,16 +101,12 @@ zdm_record_traffic(PG_FUNCTION_ARGS)
 						version, timestamptz_to_str(at)),
 				 errhint("Pass the time the requests were observed, or leave observed_at out for now().")));
 
-	values[0] = CStringGetTextDatum(version);
-	values[1] = Int64GetDatum(requests);
-	values[2] = TimestampTzGetDatum(at);
+	versions[0] = CStringGetTextDatum(version);
+	counts[0] = Int64GetDatum(requests);
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO zdm.api_traffic AS t (bucket, version, source, requests)"
-							  " VALUES (date_trunc('minute', $3), $1, 'external', $2)"
-							  " ON CONFLICT (bucket, version, source)"
-							  " DO UPDATE SET requests = t.requests + EXCLUDED.requests",
-							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "zdm: could not record traffic");
+	zdm_traffic_add(PointerGetDatum(construct_array(versions, 1, TEXTOID, -1, false, TYPALIGN_INT)),
+					PointerGetDatum(construct_array(counts, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+					at, "external");
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }
@@ -133,9 +140,9 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 	}
 
 	values[0] = CStringGetTextDatum(version_old);
-	SPI_execute_with_args("SELECT coalesce(sum(requests) FILTER (WHERE version = $1), 0)::int8,"
-						  "       coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0)::int8,"
-						  "       coalesce(sum(requests), 0)::int8,"
+	zdm_state_exec("SELECT least(coalesce(sum(requests) FILTER (WHERE version = $1), 0), 9223372036854775807)::int8,"
+						  "       least(coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0), 9223372036854775807)::int8,"
+						  "       least(coalesce(sum(requests), 0), 9223372036854775807)::int8,"
 						  "       coalesce(array_to_string(array(SELECT DISTINCT unnest(s) FROM"
 						  "           (SELECT sources FROM zdm.api_version_distribution) d(s) ORDER BY 1), ', '), 'none')"
 						  "  FROM zdm.api_version_distribution",
@@ -148,7 +155,7 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 	sources = SPI_getvalue(tup, desc, 4);
 
 	if (zdm_gate_undeclared == 1)
-		old_requests += undeclared;
+		old_requests = old_requests > PG_INT64_MAX - undeclared ? PG_INT64_MAX : old_requests + undeclared;
 	else
 		total -= undeclared;
 
@@ -244,14 +251,14 @@ zdm_metrics(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	SPI_connect();
 
-	SPI_execute("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
+	zdm_state_query("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
 				true, 0);
 	prom_family(&out, "zdm_api_requests", "gauge",
 				"Requests per API version over zdm.gate_window.", "version", NULL, 2);
 	prom_family(&out, "zdm_api_request_share", "gauge",
 				"Share of requests per API version over zdm.gate_window (0 to 1).", "version", NULL, 3);
 
-	SPI_execute("SELECT name, phase, rows_done, coalesce(rows_per_sec, 0), (throttle_reason IS NOT NULL)::int"
+	zdm_state_query("SELECT name, phase, rows_done, coalesce(rows_per_sec, 0), (throttle_reason IS NOT NULL)::int"
 				"  FROM zdm.status ORDER BY name", true, 0);
 	prom_family(&out, "zdm_migration_phase", "gauge",
 				"1 for the phase each migration is in.", "migration", "phase", 0);

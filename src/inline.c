@@ -97,8 +97,7 @@ lookup_differs(void)
 		Oid			args[2] = {ANYELEMENTOID, ANYELEMENTOID};
 
 		/* InvalidOid before ALTER EXTENSION zdm UPDATE to 0.4. */
-		differs_oid = LookupFuncName(list_make2(makeString("zdm"), makeString("differs")),
-									 2, args, true);
+		differs_oid = zdm_function_oid("differs", 2, args);
 		differs_known = true;
 	}
 	return differs_oid;

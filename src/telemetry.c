@@ -684,9 +684,7 @@ zdm_telemetry_flush(void)
 	Datum	   *counts;
 	int			n = 0;
 	int			i;
-	Oid			argtypes[2] = {TEXTARRAYOID, INT8ARRAYOID};
 	Datum		args[2];
-	int			ret;
 
 	if (telemetry == NULL)
 		return;
@@ -729,16 +727,48 @@ zdm_telemetry_flush(void)
 	args[1] = PointerGetDatum(construct_array(counts, n, INT8OID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	/* if this fails, the transaction's abort puts the counts back */
-	ret = SPI_execute_with_args(
-		"INSERT INTO zdm.api_traffic AS t (bucket, version, source, requests) "
-		"SELECT pg_catalog.date_trunc('minute', pg_catalog.now()), u.version, "
-		"       'postgres', u.requests "
-		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(version, requests) "
-		"ON CONFLICT (bucket, version, source) DO UPDATE "
-		"   SET requests = t.requests OPERATOR(pg_catalog.+) EXCLUDED.requests",
-		2, argtypes, args, NULL, false, 0);
+	zdm_traffic_add(args[0], args[1], GetCurrentTransactionStartTimestamp(), "postgres");
+}
+
+/*
+ * Add counts to zdm.api_traffic: versions (text[]) and requests (int8[])
+ * in the minute of at, from source.  A minute's row of that version and
+ * source is added to if there is one, else a row is inserted.  The table
+ * has no unique key, so that writers of the same minute (a flush and the
+ * COPY of a pg_restore, two external feeds) never collide; readers sum its
+ * rows.  Sums saturate at the largest bigint instead of failing.  Runs as
+ * zdm's owner (roles.c), inside SPI.
+ */
+void
+zdm_traffic_add(Datum versions, Datum requests, TimestampTz at, const char *source)
+{
+	Oid			argtypes[4] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		args[4] = {versions, requests, TimestampTzGetDatum(at), CStringGetTextDatum(source)};
+	int			ret;
+
+	ret = zdm_state_exec(
+		"WITH u AS ("
+		"  SELECT v.version, v.requests"
+		"    FROM ROWS FROM (unnest($1), unnest($2)) AS v(version, requests)"
+		"), b AS ("
+		"  SELECT date_trunc('minute', $3) AS bucket"
+		"), one AS ("
+		"  SELECT DISTINCT ON (u.version) t.ctid AS tid, u.requests"
+		"    FROM u, b, zdm.api_traffic t"
+		"   WHERE t.bucket = b.bucket AND t.version = u.version AND t.source = $4"
+		"   ORDER BY u.version, t.ctid"
+		"), upd AS ("
+		"  UPDATE zdm.api_traffic t"
+		"     SET requests = least(t.requests::numeric + one.requests, 9223372036854775807)::int8"
+		"    FROM one WHERE t.ctid = one.tid"
+		"  RETURNING t.version"
+		")"
+		" INSERT INTO zdm.api_traffic (bucket, version, source, requests)"
+		" SELECT b.bucket, u.version, $4, u.requests FROM u, b"
+		"  WHERE u.version NOT IN (SELECT version FROM upd)",
+		4, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "zdm: flushing API-version counts failed: %s",
+		elog(ERROR, "zdm: recording API-version counts failed: %s",
 			 SPI_result_code_string(ret));
 }
 

@@ -18,7 +18,10 @@
  *	- zdm.throttle_query: anything else the DBA can express in SQL.
  *
  * The signals are read as the worker's own (superuser) role, so that
- * pg_stat_replication and pg_stat_activity show everything.
+ * pg_stat_replication and pg_stat_activity show everything; the worker's
+ * search_path is pinned to pg_catalog (worker.c), and the queries name
+ * pg_catalog's functions and operators explicitly too, so nothing a role
+ * creates elsewhere can stand in for them.
  *
  *-------------------------------------------------------------------------
  */
@@ -101,7 +104,7 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 
 	if (zdm_throttle_replica_lag_ms >= 0)
 	{
-		d = query_value("SELECT (extract(epoch FROM max(greatest(write_lag, flush_lag, replay_lag))) * 1000)::float8"
+		d = query_value("SELECT (extract(epoch FROM pg_catalog.max(greatest(write_lag, flush_lag, replay_lag))) * 1000)::float8"
 						"  FROM pg_catalog.pg_stat_replication", 0, NULL, NULL, &isnull);
 		if (!isnull && DatumGetFloat8(d) > zdm_throttle_replica_lag_ms)
 			return psprintf("replica lag %.0f ms exceeds zdm.throttle_replica_lag (%d ms)",
@@ -118,12 +121,13 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 		 * clients waiting for each other's rows are ordinary OLTP, and
 		 * would stall the backfill on any busy table.
 		 */
-		d = query_value("SELECT count(DISTINCT l.pid)::int8 FROM pg_catalog.pg_locks l"
+		d = query_value("SELECT pg_catalog.count(DISTINCT l.pid)::int8 FROM pg_catalog.pg_locks l"
 						" WHERE NOT l.granted AND l.locktype = 'relation' AND l.relation IN ("
-						"   SELECT pg_catalog.to_regclass(t->>'relation') FROM jsonb_array_elements($1->'tables') t"
+						"   SELECT pg_catalog.to_regclass(t OPERATOR(pg_catalog.->>) 'relation')"
+						"     FROM pg_catalog.jsonb_array_elements($1 OPERATOR(pg_catalog.->) 'tables') t"
 						"   UNION ALL"
-						"   SELECT p.relid FROM jsonb_array_elements($1->'tables') t,"
-						"        pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t->>'relation')) p)",
+						"   SELECT p.relid FROM pg_catalog.jsonb_array_elements($1 OPERATOR(pg_catalog.->) 'tables') t,"
+						"        pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t OPERATOR(pg_catalog.->>) 'relation')) p)",
 						1, types, values, &isnull);
 		if (!isnull && DatumGetInt64(d) >= zdm_throttle_lock_waiters)
 			return psprintf(INT64_FORMAT " session(s) wait for locks on the migration's tables",
@@ -132,7 +136,7 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 
 	if (zdm_throttle_xact_age_s >= 0)
 	{
-		d = query_value("SELECT extract(epoch FROM now() - min(xact_start))::float8"
+		d = query_value("SELECT extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(xact_start))::float8"
 						"  FROM pg_catalog.pg_stat_activity"
 						" WHERE backend_xmin IS NOT NULL AND backend_type = 'client backend'"
 						"   AND pid <> pg_catalog.pg_backend_pid()",

@@ -221,8 +221,7 @@ zdm_dual_write_oid(void)
 {
 	if (!dual_write_oid_known)
 	{
-		dual_write_oid = LookupFuncName(list_make2(makeString("zdm"), makeString("dual_write")),
-										0, NULL, true);
+		dual_write_oid = zdm_function_oid("dual_write", 0, NULL);
 		dual_write_oid_known = true;
 	}
 	return dual_write_oid;

@@ -47,7 +47,7 @@ PG_FUNCTION_INFO_V1(zdm_version_retired_check);
 char *
 zdm_previous_version(void)
 {
-	SPI_execute("SELECT version_new FROM zdm.migrations"
+	zdm_state_query("SELECT version_new FROM zdm.migrations"
 				" WHERE version_new IS NOT NULL AND phase <> 'rolled_back'"
 				" ORDER BY expanded_at DESC, name DESC LIMIT 1", true, 1);
 	if (SPI_processed == 0)
@@ -62,7 +62,7 @@ zdm_version_lookup(const char *version, char **schema, char **retired_by)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(version)};
 
-	SPI_execute_with_args("SELECT schema_name, retired_by FROM zdm.api_versions WHERE version = $1",
+	zdm_state_exec("SELECT schema_name, retired_by FROM zdm.api_versions WHERE version = $1",
 						  1, types, values, NULL, true, 1);
 	if (SPI_processed == 0)
 		return false;
@@ -77,7 +77,7 @@ zdm_version_lookup(const char *version, char **schema, char **retired_by)
 static char *
 live_versions(void)
 {
-	SPI_execute("SELECT coalesce(string_agg(version, ', ' ORDER BY created_at, version), 'none')"
+	zdm_state_query("SELECT coalesce(string_agg(version, ', ' ORDER BY created_at, version), 'none')"
 				"  FROM zdm.api_versions WHERE retired_by IS NULL", true, 1);
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
@@ -117,7 +117,7 @@ zdm_use_version(PG_FUNCTION_ARGS)
 	 * search_path: the version's schema first, then what was there minus
 	 * any other version's schema.
 	 */
-	SPI_execute("SELECT array_to_string(array_agg(quote_ident(schema_name)), ',')"
+	zdm_state_query("SELECT array_to_string(array_agg(quote_ident(schema_name)), ',')"
 				"  FROM zdm.api_versions WHERE schema_name IS NOT NULL", true, 1);
 	{
 		char	   *all = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -189,7 +189,7 @@ zdm_routing_map(PG_FUNCTION_ARGS)
 				 errhint("Leave them out for blue_upstream, green_upstream and api_version.")));
 
 	SPI_connect();
-	SPI_execute("SELECT version, version = (SELECT version FROM zdm.api_versions WHERE retired_by IS NULL"
+	zdm_state_query("SELECT version, version = (SELECT version FROM zdm.api_versions WHERE retired_by IS NULL"
 				"                             ORDER BY created_at DESC, version DESC LIMIT 1)"
 				"  FROM zdm.api_versions WHERE retired_by IS NULL ORDER BY created_at, version", true, 0);
 	initStringInfo(&out);

@@ -10,9 +10,9 @@
  *
  *	1. read the health signals (throttle.c); if one is over its threshold,
  *	   record why and hold the migration back for a while;
- *	2. run one batch (backfill.c) as the role that started the backfill,
- *	   so a migration's expressions never run with more rights than the
- *	   role that wrote them; under a rate limit (the migration's, or the
+ *	2. run one batch (backfill.c) as the role that expanded the migration
+ *	   (roles.c), so a migration's expressions never run with more rights
+ *	   than the role that wrote them; under a rate limit (the migration's, or the
  *	   pace's) its rows are spread over the batch (delay.c);
  *	3. tune the batch size towards zdm.batch_time from a moving average of
  *	   the time per row (+10% / -20% at most per batch, as GitLab's
@@ -84,7 +84,6 @@ PGDLLEXPORT void zdm_launcher_main(Datum arg);
 typedef struct WorkItem
 {
 	char	   *name;
-	Oid			role;
 	int			batch_size;
 	int			batch_time_ms;
 	int			max_rows_per_sec;
@@ -213,7 +212,7 @@ next_item(MemoryContext cxt, long *wait_ms)
 	*wait_ms = 0;
 	if (!OidIsValid(get_extension_oid("zdm", true)))
 		return NULL;
-	SPI_execute("SELECT name, coalesce(worker_role, 10), batch_size, batch_time_ms, max_rows_per_sec,"
+	zdm_state_query("SELECT name, NULL, batch_size, batch_time_ms, max_rows_per_sec,"
 				"       sleep_ratio, plan"
 				"  FROM zdm.migrations"
 				" WHERE worker_requested AND NOT paused AND phase IN ('expanded', 'backfilling')"
@@ -238,7 +237,6 @@ next_item(MemoryContext cxt, long *wait_ms)
 	old = MemoryContextSwitchTo(cxt);
 	item = palloc0(sizeof(WorkItem));
 	item->name = SPI_getvalue(tup, desc, 1);
-	item->role = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	/* A setting of the migration's own, else the GUC. */
 	d = SPI_getbinval(tup, desc, 3, &isnull);
 	item->batch_size = isnull ? zdm_batch_size : DatumGetInt32(d);
@@ -269,7 +267,7 @@ report(const char *name, const char *throttle, int batch_size)
 	values[1] = throttle ? CStringGetTextDatum(throttle) : (Datum) 0;
 	values[2] = Int32GetDatum(batch_size);
 	values[3] = Int32GetDatum(MyProcPid);
-	SPI_execute_with_args("UPDATE zdm.migrations SET throttle_reason = CASE WHEN paused THEN 'paused' ELSE $2 END,"
+	zdm_state_exec("UPDATE zdm.migrations SET throttle_reason = CASE WHEN paused THEN 'paused' ELSE $2 END,"
 						  " batch_size = coalesce($3, batch_size), worker_pid = $4"
 						  " WHERE name = $1", 4, types, values, nulls, false, 0);
 }
@@ -334,7 +332,7 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 		values[0] = CStringGetTextDatum(item->name);
 		values[1] = CStringGetTextDatum(edata->message);
 		values[2] = zdm_backfill_failed_key ? CStringGetTextDatum(zdm_backfill_failed_key) : (Datum) 0;
-		SPI_execute_with_args("UPDATE zdm.migrations SET failed_key = $3, worker_requested = false"
+		zdm_state_exec("UPDATE zdm.migrations SET failed_key = $3, worker_requested = false"
 							  " WHERE name = $1", 3, types, values, nulls, false, 0);
 		zdm_migration_set_phase(item->name, "failed", edata->message);
 		ereport(LOG,
@@ -371,8 +369,6 @@ serve(WorkItem *item)
 	int			next_size;
 	long		sleep_ms;
 	TimestampTz start;
-	Oid			save_user;
-	int			save_sec;
 	char	   *pace_reason;
 	double		paced;
 	double		rate;
@@ -414,12 +410,10 @@ serve(WorkItem *item)
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("zdm: backfilling \"%s\", batch of %d rows", item->name, item->batch_size));
 	start = GetCurrentTimestamp();
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(item->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	/* (the batch runs as the migration's author: backfill.c, roles.c) */
 	zdm_delay_begin(rate);
 	rows = zdm_backfill_batch(item->name, item->batch_size);
 	slept_ms = zdm_delay_end();
-	SetUserIdAndSecContext(save_user, save_sec);
 	ms = zdm_ms_since(start);
 
 	next_size = tune_batch(item, rows, ms);
@@ -559,6 +553,13 @@ zdm_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("zdm backfill");
+
+	/*
+	 * The worker connects as the bootstrap superuser: its own queries (the
+	 * health signals, the flush) must resolve nothing in a schema that
+	 * other roles can create objects in.
+	 */
+	zdm_pin_search_path();
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "zdm worker round", ALLOCSET_DEFAULT_SIZES);
 
 	/*

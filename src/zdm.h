@@ -114,6 +114,7 @@ typedef struct ZdmMigration
 	bool		expanded_here;	/* expanded in the current transaction */
 	char	   *version_old;	/* API version it retires, or NULL */
 	char	   *version_new;	/* API version it introduces, or NULL */
+	char	   *author;			/* role that expanded it (by name), or NULL */
 } ZdmMigration;
 
 extern bool zdm_migration_fetch(const char *name, bool for_update,
@@ -128,6 +129,28 @@ extern void zdm_check_name(const char *name, const char *func);
 extern void zdm_worker_flags(const char *name, bool *requested, bool *paused);
 extern void zdm_require_migration(const char *name, ZdmMigration *m,
 								  bool for_update);
+
+/* ---- roles.c: whose rights zdm acts with ---- */
+
+typedef struct ZdmAs
+{
+	Oid			user;
+	int			sec;
+	int			level;
+} ZdmAs;
+
+extern Oid	zdm_state_owner(void);
+extern int	zdm_state_exec(const char *sql, int nargs, Oid *types, Datum *values,
+						   const char *nulls, bool read_only, long count);
+extern int	zdm_state_query(const char *sql, bool read_only, long count);
+extern void zdm_pin_search_path(void);
+extern Oid	zdm_author_oid(const ZdmMigration *m);
+extern void zdm_as_author_push(ZdmAs *as, const ZdmMigration *m, const char *search_path);
+extern void zdm_as_pop(ZdmAs *as);
+extern bool zdm_may_act(const ZdmMigration *m);
+extern void zdm_require_actor(const ZdmMigration *m, const char *action);
+extern char *zdm_current_role_name(void);
+extern Oid	zdm_function_oid(const char *name, int nargs, const Oid *argtypes);
 
 /* ---- versions.c ---- */
 
@@ -150,7 +173,7 @@ extern void zdm_gate_check(const char *name, const char *version_old, bool force
 extern const char *zdm_backfill_bypass;	/* trigger.c */
 extern char *zdm_backfill_failed_key;
 extern int64 zdm_backfill_batch(const char *name, int32 batch);
-extern int64 zdm_verify_migration(const char *name, Jsonb *plan);
+extern int64 zdm_verify_migration(const ZdmMigration *m);
 
 /* ---- worker.c: the background worker and its launcher ---- */
 
@@ -216,6 +239,7 @@ extern void zdm_inline_strip(struct QueryDesc *queryDesc);
 extern char *zdm_api_version;	/* GUC zdm.api_version: the session's declared version */
 extern void zdm_telemetry_init(void);
 extern void zdm_telemetry_flush(void);
+extern void zdm_traffic_add(Datum versions, Datum requests, TimestampTz at, const char *source);
 
 /* ---- zdm.c ---- */
 extern List *zdm_expanded_in_xact;

@@ -252,9 +252,9 @@ is( $node->safe_psql(
 	'zdm.status: backfilling, handed to the worker, not paused');
 is( $node->safe_psql(
 		'postgres',
-		"SELECT worker_role = current_user::regrole, max_rows_per_sec FROM zdm.migrations WHERE name = '$migration'"),
+		"SELECT author = current_user, max_rows_per_sec FROM zdm.migrations WHERE name = '$migration'"),
 	't|5000',
-	'the request records the role and the rate limit');
+	'the migration records its author and the rate limit');
 
 # ---------- pause ----------
 
