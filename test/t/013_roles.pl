@@ -156,6 +156,21 @@ sub run_suite
 	succeeds($node, 'app', "UPDATE t SET v = 4", "$tag: app updates an unmigrated table, migrations live");
 	succeeds($node, 'app', "UPDATE orders SET status = 'shipped' WHERE id = 1",
 		"$tag: app updates the migrated table directly");
+	# Nor do the hooks depend on the app's privileges on zdm's schema, which
+	# a DBA may well revoke.
+	$node->safe_psql('postgres', 'REVOKE USAGE ON SCHEMA zdm FROM PUBLIC');
+	succeeds(
+		$node, 'app', q{
+		UPDATE t SET v = 5;
+		UPDATE orders SET status = 'delivered' WHERE id = 2;
+		UPDATE items SET label = 'renamed' WHERE id = 3;
+		INSERT INTO items (id, label) VALUES (9001, 'new');
+	}, "$tag: app writes with no USAGE on schema zdm");
+	$node->safe_psql('postgres', 'GRANT USAGE ON SCHEMA zdm TO PUBLIC');
+	is($node->safe_psql('postgres', 'SELECT label_up FROM items WHERE id IN (3, 9001) ORDER BY id'),
+		"RENAMED
+NEW", "$tag: and the dual-write converted them");
+
 	my $out = succeeds(
 		$node, 'app', q{
 		SELECT zdm.use_version('v4');
