@@ -49,6 +49,7 @@ INSERT INTO attempts VALUES
  ('set-returning',        $$SELECT zdm.expand('e1', '{"operations": [{"alter_column": {"table": "er_orders", "column": "status", "name": "s2", "up": "generate_series(1, 2)::text"}}]}')$$),
  ('system column',        $$SELECT zdm.expand('e1', '{"operations": [{"alter_column": {"table": "er_orders", "column": "status", "name": "s2", "up": "ctid::text"}}]}')$$),
  ('name too long',        $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {"table": "er_orders", "column": {"name": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "type": "int", "nullable": true}}}]}')$$),
+ ('check name too long',  $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {"table": "er_orders", "column": {"name": "x", "type": "int", "nullable": true, "check": {"name": "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", "constraint": "x > 0"}}}}]}')$$),
  ('backfill null name',   $$SELECT zdm.backfill(NULL::text, 10)$$),
  ('backfill empty name',  $$SELECT zdm.backfill('', 10)$$),
  ('backfill unknown',     $$SELECT zdm.backfill('no_such_migration', 10)$$),

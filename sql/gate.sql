@@ -63,6 +63,17 @@ SELECT zt.try($$SELECT zdm.record_traffic('g5', NULL)$$);
 SELECT zt.try($$SELECT zdm.record_traffic('g5', 1, '2999-01-01 00:00+00')$$);
 SELECT zt.try($$SELECT zdm.record_traffic('g5', 1, 'infinity')$$);
 SELECT zt.try($$SELECT zdm.record_traffic('g5', 1, NULL)$$);
+SELECT zt.try($$SELECT zdm.record_traffic('g5', 9223372036854775807)$$);
+-- Counts saturate instead of failing every reader once they pass bigint.
+SELECT zdm.record_traffic('g_big', 1000000000000, now() - interval '2 hours') FROM generate_series(1, 3);
+UPDATE zdm.api_traffic SET requests = 9223372036854775000 WHERE version = 'g_big';
+SELECT zdm.record_traffic('g_big', 1000000000000, now() - interval '2 hours');
+SELECT requests FROM zdm.api_traffic WHERE version = 'g_big';
+-- (a second row for the same minute, as a restore can leave: both count)
+INSERT INTO zdm.api_traffic VALUES (date_trunc('minute', now() - interval '2 hours'), 'g_big', 'external', 5);
+SELECT version, requests FROM zdm.api_version_distribution WHERE version = 'g_big';
+SELECT count(*) > 0 AS metrics_work FROM regexp_split_to_table(zdm.metrics(), E'\n');
+DELETE FROM zdm.api_traffic WHERE version = 'g_big';
 
 -- Prometheus' text format (promtool-compatible: HELP and TYPE per family).
 -- (rates vary from run to run: left out here)
