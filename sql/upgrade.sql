@@ -25,8 +25,25 @@ SELECT zdm.differs(1, 2);
 ALTER EXTENSION zdm UPDATE TO '0.5';
 SELECT extversion FROM pg_extension WHERE extname = 'zdm';
 SELECT zdm.delay_point();
+-- A version schema of 0.5, and the grants 0.5's README asked DBAs for.
+CREATE TABLE up_t (id int PRIMARY KEY);
+CREATE SCHEMA up_v1;
+CREATE VIEW up_v1.up_t WITH (security_invoker = true) AS SELECT * FROM up_t;
+INSERT INTO zdm.api_versions (version, schema_name, introduced_by) VALUES ('up_v1', 'up_v1', 'up_1');
+CREATE ROLE regress_up_migrator;
+GRANT USAGE ON SCHEMA zdm TO regress_up_migrator;
+GRANT SELECT, INSERT, UPDATE ON zdm.migrations TO regress_up_migrator;
+GRANT SELECT, INSERT ON zdm.migration_log TO regress_up_migrator;
 -- 0.6: the author comes from the journal; zdm's state is zdm's alone.
 ALTER EXTENSION zdm UPDATE TO '0.6';
+SELECT has_table_privilege('regress_up_migrator', 'zdm.migrations', 'UPDATE') AS may_update,
+       has_table_privilege('regress_up_migrator', 'zdm.migration_log', 'INSERT') AS may_append,
+       has_table_privilege('regress_up_migrator', 'zdm.migrations', 'SELECT') AS may_read,
+       has_schema_privilege('public', 'up_v1', 'USAGE') AS version_schema_usable,
+       has_table_privilege('public', 'up_v1.up_t', 'SELECT') AS version_view_granted;
+DELETE FROM zdm.api_versions WHERE version = 'up_v1';
+DROP SCHEMA up_v1 CASCADE;
+DROP TABLE up_t;
 SELECT extversion FROM pg_extension WHERE extname = 'zdm';
 SELECT name, author = current_user AS author_from_journal FROM zdm.migrations;
 SELECT pg_has_role('zdm_migrator', 'USAGE') AS superuser_is_member,
@@ -56,3 +73,5 @@ SELECT count(*) AS objects FROM fresh;
 -- The columns of the state table match too.
 SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
  WHERE attrelid = 'zdm.migrations'::regclass AND attnum > 0 AND NOT attisdropped;
+REVOKE ALL ON SCHEMA zdm FROM regress_up_migrator;
+DROP ROLE regress_up_migrator;

@@ -141,6 +141,27 @@ GRANT SELECT ON zdm.migrations, zdm.migration_log, zdm.api_versions, zdm.api_tra
                 zdm.status, zdm.api_version_distribution
     TO zdm_migrator;
 
+/*
+ * The schemas of views that earlier versions made get the privileges new
+ * ones get (expand.c): a version's views are security_invoker, so granting
+ * them to PUBLIC leaves every check to the table's own privileges; a
+ * retired version's guards raise for whoever reads or writes them.
+ */
+DO $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN
+        SELECT n.nspname
+          FROM zdm.api_versions a JOIN pg_catalog.pg_namespace n ON n.nspname = a.schema_name
+    LOOP
+        EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO PUBLIC', v.nspname);
+        EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO PUBLIC',
+                                  v.nspname);
+    END LOOP;
+END
+$$;
+
 /* Monitoring: what pg_monitor's members read. */
 GRANT EXECUTE ON FUNCTION zdm.metrics(), zdm.pending_traffic(), zdm.gate_since(),
                           zdm.routing_map(text, text, text)
