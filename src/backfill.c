@@ -382,11 +382,11 @@ read_checkpoint(const char *name, int *table, char ***key, int *nkey, double *si
 	Datum		d;
 
 	zdm_state_exec("SELECT backfill_table, backfill_key,"
-						  "  CASE WHEN batches > 0 AND clock_timestamp() - updated_at < interval '60 s'"
-						  "       THEN extract(epoch FROM clock_timestamp() - updated_at)::float8 * 1000"
-						  "       ELSE -1 END"
-						  "  FROM zdm.migrations WHERE name = $1",
-						  1, types, values, NULL, false, 1);
+				   "  CASE WHEN batches > 0 AND clock_timestamp() - updated_at < interval '60 s'"
+				   "       THEN extract(epoch FROM clock_timestamp() - updated_at)::float8 * 1000"
+				   "       ELSE -1 END"
+				   "  FROM zdm.migrations WHERE name = $1",
+				   1, types, values, NULL, false, 1);
 	*table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*since_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
@@ -433,14 +433,14 @@ write_checkpoint(const char *name, int table, char **key, int nkey, int64 rows,
 	values[4] = Float8GetDatum(batch_ms);
 	values[5] = Float8GetDatum(rate);
 	rc = zdm_state_exec("UPDATE zdm.migrations SET backfill_table = $2, backfill_key = $3,"
-							   " rows_backfilled = rows_backfilled + $4,"
-							   " batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
-							   " last_batch_ms = CASE WHEN $4 > 0 THEN $5 ELSE last_batch_ms END,"
-							   " recent_rows_per_sec = CASE WHEN $6 <= 0 THEN recent_rows_per_sec"
-							   "   WHEN recent_rows_per_sec IS NULL THEN $6"
-							   "   ELSE 0.8 * recent_rows_per_sec + 0.2 * $6 END,"
-							   " updated_at = clock_timestamp() WHERE name = $1",
-							   6, types, values, nulls, false, 0);
+						" rows_backfilled = rows_backfilled + $4,"
+						" batches = batches + CASE WHEN $4 > 0 THEN 1 ELSE 0 END,"
+						" last_batch_ms = CASE WHEN $4 > 0 THEN $5 ELSE last_batch_ms END,"
+						" recent_rows_per_sec = CASE WHEN $6 <= 0 THEN recent_rows_per_sec"
+						"   WHEN recent_rows_per_sec IS NULL THEN $6"
+						"   ELSE 0.8 * recent_rows_per_sec + 0.2 * $6 END,"
+						" updated_at = clock_timestamp() WHERE name = $1",
+						6, types, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "zdm: could not write backfill checkpoint: %s", SPI_result_code_string(rc));
 }
@@ -490,9 +490,9 @@ zdm_backfill_batch(const char *name, int32 batch)
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
 		zdm_state_exec("UPDATE zdm.migrations SET phase = 'backfilling',"
-							  " backfill_started_at = coalesce(backfill_started_at, clock_timestamp()),"
-							  " updated_at = clock_timestamp(), last_error = NULL, failed_key = NULL"
-							  " WHERE name = $1", 1, types, values, NULL, false, 0);
+					   " backfill_started_at = coalesce(backfill_started_at, clock_timestamp()),"
+					   " updated_at = clock_timestamp(), last_error = NULL, failed_key = NULL"
+					   " WHERE name = $1", 1, types, values, NULL, false, 0);
 		zdm_log_event(name, "phase", "backfilling", NULL, NULL, -1, NULL);
 	}
 
@@ -534,8 +534,8 @@ zdm_backfill_batch(const char *name, int32 batch)
 		write_checkpoint(name, idx, NULL, 0, 0, 0, 0);
 		/* Done: the worker has nothing left to do for it. */
 		zdm_state_exec("UPDATE zdm.migrations SET worker_requested = false, paused = false,"
-							  " throttle_reason = NULL WHERE name = $1",
-							  1, types, values, NULL, false, 0);
+					   " throttle_reason = NULL WHERE name = $1",
+					   1, types, values, NULL, false, 0);
 		zdm_migration_set_phase(name, "backfilled", NULL);
 	}
 	return rows;
@@ -574,7 +574,7 @@ zdm_backfill_all(PG_FUNCTION_ARGS)
 	check_batch(NULL, batch);
 	SPI_connect();
 	zdm_state_query("SELECT name FROM zdm.migrations WHERE phase IN ('expanded', 'backfilling')"
-				" ORDER BY expanded_at, name", true, 0);
+					" ORDER BY expanded_at, name", true, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	foreach(lc, names)

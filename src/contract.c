@@ -100,8 +100,8 @@ contract_one(const char *name, bool force)
 		Datum		values[2] = {CStringGetTextDatum(m.version_old), CStringGetTextDatum(name)};
 
 		zdm_state_exec("UPDATE zdm.api_versions SET retired_by = $2, retired_at = now()"
-							  " WHERE version = $1 AND retired_by IS NULL",
-							  2, types, values, NULL, false, 0);
+					   " WHERE version = $1 AND retired_by IS NULL",
+					   2, types, values, NULL, false, 0);
 	}
 	zdm_migration_set_phase(name, "contracted", NULL);
 	return true;
@@ -128,7 +128,7 @@ zdm_contract(PG_FUNCTION_ARGS)
 		ListCell   *lc;
 
 		zdm_state_query("SELECT name FROM zdm.migrations WHERE phase = 'backfilled'"
-					" ORDER BY expanded_at, name", true, 0);
+						" ORDER BY expanded_at, name", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
 			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 		if (names == NIL)
@@ -182,13 +182,13 @@ zdm_rollback(PG_FUNCTION_ARGS)
 	zdm_migration_set_phase(name, "rolled_back", NULL);
 	/* Versions only this migration knew are forgotten with it. */
 	zdm_state_exec("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"
-						  "   AND NOT EXISTS (SELECT 1 FROM zdm.migrations o WHERE o.name <> $1"
-						  "                   AND o.phase <> 'rolled_back' AND v.version IN (o.version_old, o.version_new))",
-						  3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID},
-						  (Datum[]) {CStringGetTextDatum(name),
-							  CStringGetTextDatum(m.version_old ? m.version_old : ""),
-						  CStringGetTextDatum(m.version_new ? m.version_new : "")},
-						  NULL, false, 0);
+				   "   AND NOT EXISTS (SELECT 1 FROM zdm.migrations o WHERE o.name <> $1"
+				   "                   AND o.phase <> 'rolled_back' AND v.version IN (o.version_old, o.version_new))",
+				   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID},
+				   (Datum[]) {CStringGetTextDatum(name),
+				   CStringGetTextDatum(m.version_old ? m.version_old : ""),
+				   CStringGetTextDatum(m.version_new ? m.version_new : "")},
+				   NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }

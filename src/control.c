@@ -121,12 +121,12 @@ settings_save(const char *name, Settings s)
 	values[3] = Int32GetDatum(s.max_rows_per_sec);
 	values[4] = Float4GetDatum((float4) s.sleep_ratio);
 	zdm_state_exec("UPDATE zdm.migrations SET"
-						  " batch_size = CASE WHEN $2 > 0 THEN $2 ELSE batch_size END,"
-						  " batch_time_ms = CASE WHEN $3 > 0 THEN $3 ELSE batch_time_ms END,"
-						  " max_rows_per_sec = CASE WHEN $4 > 0 THEN $4 ELSE max_rows_per_sec END,"
-						  " sleep_ratio = CASE WHEN $5 >= 0 THEN $5 ELSE sleep_ratio END,"
-						  " updated_at = clock_timestamp()"
-						  " WHERE name = $1", 5, types, values, nulls, false, 0);
+				   " batch_size = CASE WHEN $2 > 0 THEN $2 ELSE batch_size END,"
+				   " batch_time_ms = CASE WHEN $3 > 0 THEN $3 ELSE batch_time_ms END,"
+				   " max_rows_per_sec = CASE WHEN $4 > 0 THEN $4 ELSE max_rows_per_sec END,"
+				   " sleep_ratio = CASE WHEN $5 >= 0 THEN $5 ELSE sleep_ratio END,"
+				   " updated_at = clock_timestamp()"
+				   " WHERE name = $1", 5, types, values, nulls, false, 0);
 }
 
 static char *
@@ -165,7 +165,7 @@ set_flags(const char *name, const char *assignments)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
 	zdm_state_exec(psprintf("UPDATE zdm.migrations SET %s, updated_at = clock_timestamp()"
-							" WHERE name = $1", assignments),
+				   " WHERE name = $1", assignments),
 				   1, types, values, NULL, false, 0);
 }
 

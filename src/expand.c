@@ -1035,9 +1035,9 @@ save_versions(ExpandState *st)
 		values[1] = CStringGetTextDatum(both[i]);
 		values[2] = CStringGetTextDatum(st->migration);
 		zdm_state_exec("INSERT INTO zdm.api_versions AS v (version, schema_name, introduced_by)"
-							  " VALUES ($1, $2, $3) ON CONFLICT (version) DO UPDATE"
-							  " SET schema_name = coalesce(v.schema_name, EXCLUDED.schema_name)",
-							  3, types, values, nulls, false, 0);
+					   " VALUES ($1, $2, $3) ON CONFLICT (version) DO UPDATE"
+					   " SET schema_name = coalesce(v.schema_name, EXCLUDED.schema_name)",
+					   3, types, values, nulls, false, 0);
 	}
 }
 
@@ -1414,16 +1414,16 @@ expand_save_state(ExpandState *st, Jsonb *definition)
 	values[5] = CStringGetTextDatum(zdm_current_role_name());
 	save_versions(st);
 	rc = zdm_state_exec("INSERT INTO zdm.migrations AS m (name, definition, plan, phase, expand_xid, expanded_at,"
-							   "   version_old, version_new, author)"
-							   " VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now(), $4, $5, $6)"
-							   " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, author = EXCLUDED.author,"
-							   "   version_old = EXCLUDED.version_old, version_new = EXCLUDED.version_new,"
-							   "   plan = EXCLUDED.plan, phase = 'expanded', expand_xid = EXCLUDED.expand_xid,"
-							   "   backfill_key = NULL, backfill_table = 0, rows_backfilled = 0, batches = 0,"
-							   "   created_at = now(), updated_at = now(), expanded_at = now(),"
-							   "   backfill_started_at = NULL, backfilled_at = NULL, contracted_at = NULL,"
-							   "   rolled_back_at = NULL, last_error = NULL",
-							   6, types, values, nulls, false, 0);
+						"   version_old, version_new, author)"
+						" VALUES ($1, $2, $3::jsonb, 'expanded', pg_catalog.pg_current_xact_id(), now(), $4, $5, $6)"
+						" ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, author = EXCLUDED.author,"
+						"   version_old = EXCLUDED.version_old, version_new = EXCLUDED.version_new,"
+						"   plan = EXCLUDED.plan, phase = 'expanded', expand_xid = EXCLUDED.expand_xid,"
+						"   backfill_key = NULL, backfill_table = 0, rows_backfilled = 0, batches = 0,"
+						"   created_at = now(), updated_at = now(), expanded_at = now(),"
+						"   backfill_started_at = NULL, backfilled_at = NULL, contracted_at = NULL,"
+						"   rolled_back_at = NULL, last_error = NULL",
+						6, types, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "zdm: could not record migration \"%s\": %s", st->migration,
 			 SPI_result_code_string(rc));

@@ -141,12 +141,12 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 
 	values[0] = CStringGetTextDatum(version_old);
 	zdm_state_exec("SELECT least(coalesce(sum(requests) FILTER (WHERE version = $1), 0), 9223372036854775807)::int8,"
-						  "       least(coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0), 9223372036854775807)::int8,"
-						  "       least(coalesce(sum(requests), 0), 9223372036854775807)::int8,"
-						  "       coalesce(array_to_string(array(SELECT DISTINCT unnest(s) FROM"
-						  "           (SELECT sources FROM zdm.api_version_distribution) d(s) ORDER BY 1), ', '), 'none')"
-						  "  FROM zdm.api_version_distribution",
-						  1, types, values, NULL, false, 1);
+				   "       least(coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0), 9223372036854775807)::int8,"
+				   "       least(coalesce(sum(requests), 0), 9223372036854775807)::int8,"
+				   "       coalesce(array_to_string(array(SELECT DISTINCT unnest(s) FROM"
+				   "           (SELECT sources FROM zdm.api_version_distribution) d(s) ORDER BY 1), ', '), 'none')"
+				   "  FROM zdm.api_version_distribution",
+				   1, types, values, NULL, false, 1);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	old_requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -252,14 +252,14 @@ zdm_metrics(PG_FUNCTION_ARGS)
 	SPI_connect();
 
 	zdm_state_query("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
-				true, 0);
+					true, 0);
 	prom_family(&out, "zdm_api_requests", "gauge",
 				"Requests per API version over zdm.gate_window.", "version", NULL, 2);
 	prom_family(&out, "zdm_api_request_share", "gauge",
 				"Share of requests per API version over zdm.gate_window (0 to 1).", "version", NULL, 3);
 
 	zdm_state_query("SELECT name, phase, rows_done, coalesce(rows_per_sec, 0), (throttle_reason IS NOT NULL)::int"
-				"  FROM zdm.status ORDER BY name", true, 0);
+					"  FROM zdm.status ORDER BY name", true, 0);
 	prom_family(&out, "zdm_migration_phase", "gauge",
 				"1 for the phase each migration is in.", "migration", "phase", 0);
 	prom_family(&out, "zdm_backfill_rows_total", "counter",

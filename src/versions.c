@@ -48,8 +48,8 @@ char *
 zdm_previous_version(void)
 {
 	zdm_state_query("SELECT version_new FROM zdm.migrations"
-				" WHERE version_new IS NOT NULL AND phase <> 'rolled_back'"
-				" ORDER BY expanded_at DESC, name DESC LIMIT 1", true, 1);
+					" WHERE version_new IS NOT NULL AND phase <> 'rolled_back'"
+					" ORDER BY expanded_at DESC, name DESC LIMIT 1", true, 1);
 	if (SPI_processed == 0)
 		return NULL;
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -63,7 +63,7 @@ zdm_version_lookup(const char *version, char **schema, char **retired_by)
 	Datum		values[1] = {CStringGetTextDatum(version)};
 
 	zdm_state_exec("SELECT schema_name, retired_by FROM zdm.api_versions WHERE version = $1",
-						  1, types, values, NULL, true, 1);
+				   1, types, values, NULL, true, 1);
 	if (SPI_processed == 0)
 		return false;
 	if (schema)
@@ -78,7 +78,7 @@ static char *
 live_versions(void)
 {
 	zdm_state_query("SELECT coalesce(string_agg(version, ', ' ORDER BY created_at, version), 'none')"
-				"  FROM zdm.api_versions WHERE retired_by IS NULL", true, 1);
+					"  FROM zdm.api_versions WHERE retired_by IS NULL", true, 1);
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
@@ -118,7 +118,7 @@ zdm_use_version(PG_FUNCTION_ARGS)
 	 * any other version's schema.
 	 */
 	zdm_state_query("SELECT array_to_string(array_agg(quote_ident(schema_name)), ',')"
-				"  FROM zdm.api_versions WHERE schema_name IS NOT NULL", true, 1);
+					"  FROM zdm.api_versions WHERE schema_name IS NOT NULL", true, 1);
 	{
 		char	   *all = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		List	   *version_schemas = NIL;
@@ -190,8 +190,8 @@ zdm_routing_map(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	zdm_state_query("SELECT version, version = (SELECT version FROM zdm.api_versions WHERE retired_by IS NULL"
-				"                             ORDER BY created_at DESC, version DESC LIMIT 1)"
-				"  FROM zdm.api_versions WHERE retired_by IS NULL ORDER BY created_at, version", true, 0);
+					"                             ORDER BY created_at DESC, version DESC LIMIT 1)"
+					"  FROM zdm.api_versions WHERE retired_by IS NULL ORDER BY created_at, version", true, 0);
 	initStringInfo(&out);
 	appendStringInfo(&out, "map $http_%s $backend {\n", header);
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -212,11 +212,11 @@ next_item(MemoryContext cxt, long *wait_ms)
 	*wait_ms = 0;
 	if (!OidIsValid(get_extension_oid("zdm", true)))
 		return NULL;
-	zdm_state_query("SELECT name, NULL, batch_size, batch_time_ms, max_rows_per_sec,"
-				"       sleep_ratio, plan"
-				"  FROM zdm.migrations"
-				" WHERE worker_requested AND NOT paused AND phase IN ('expanded', 'backfilling')"
-				" ORDER BY updated_at, name", false, 0);
+	zdm_state_query("SELECT name, batch_size, batch_time_ms, max_rows_per_sec,"
+					"       sleep_ratio, plan"
+					"  FROM zdm.migrations"
+					" WHERE worker_requested AND NOT paused AND phase IN ('expanded', 'backfilling')"
+					" ORDER BY updated_at, name", false, 0);
 	desc = SPI_tuptable->tupdesc;
 	for (uint64 i = 0; i < SPI_processed && tup == NULL; i++)
 	{
@@ -238,15 +238,15 @@ next_item(MemoryContext cxt, long *wait_ms)
 	item = palloc0(sizeof(WorkItem));
 	item->name = SPI_getvalue(tup, desc, 1);
 	/* A setting of the migration's own, else the GUC. */
-	d = SPI_getbinval(tup, desc, 3, &isnull);
+	d = SPI_getbinval(tup, desc, 2, &isnull);
 	item->batch_size = isnull ? zdm_batch_size : DatumGetInt32(d);
-	d = SPI_getbinval(tup, desc, 4, &isnull);
+	d = SPI_getbinval(tup, desc, 3, &isnull);
 	item->batch_time_ms = isnull ? zdm_batch_time_ms : DatumGetInt32(d);
-	d = SPI_getbinval(tup, desc, 5, &isnull);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
 	item->max_rows_per_sec = isnull ? 0 : DatumGetInt32(d);
-	d = SPI_getbinval(tup, desc, 6, &isnull);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
 	item->sleep_ratio = isnull ? zdm_sleep_ratio : DatumGetFloat4(d);
-	item->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+	item->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 	MemoryContextSwitchTo(old);
 	return item;
 }
@@ -268,8 +268,8 @@ report(const char *name, const char *throttle, int batch_size)
 	values[2] = Int32GetDatum(batch_size);
 	values[3] = Int32GetDatum(MyProcPid);
 	zdm_state_exec("UPDATE zdm.migrations SET throttle_reason = CASE WHEN paused THEN 'paused' ELSE $2 END,"
-						  " batch_size = coalesce($3, batch_size), worker_pid = $4"
-						  " WHERE name = $1", 4, types, values, nulls, false, 0);
+				   " batch_size = coalesce($3, batch_size), worker_pid = $4"
+				   " WHERE name = $1", 4, types, values, nulls, false, 0);
 }
 
 /*
@@ -333,7 +333,7 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 		values[1] = CStringGetTextDatum(edata->message);
 		values[2] = zdm_backfill_failed_key ? CStringGetTextDatum(zdm_backfill_failed_key) : (Datum) 0;
 		zdm_state_exec("UPDATE zdm.migrations SET failed_key = $3, worker_requested = false"
-							  " WHERE name = $1", 3, types, values, nulls, false, 0);
+					   " WHERE name = $1", 3, types, values, nulls, false, 0);
 		zdm_migration_set_phase(item->name, "failed", edata->message);
 		ereport(LOG,
 				(errmsg("zdm: migration \"%s\" failed at key (%s): %s", item->name,
