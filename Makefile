@@ -2,7 +2,7 @@
 
 EXTENSION   = zdm
 MODULE_big  = zdm
-OBJS        = src/zdm.o src/spec.o src/expr.o src/locks.o src/ddl.o \
+OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o
