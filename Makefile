@@ -2,7 +2,7 @@
 
 EXTENSION   = zdm
 MODULE_big  = zdm
-OBJS        = src/zdm.o src/spec.o src/expr.o src/locks.o src/ddl.o \
+OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o
@@ -13,7 +13,7 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column drop_column create_table \
-              trigger backfill worker contract rollback versions gate errors inline
+              trigger backfill worker contract rollback versions gate errors corrupt inline
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
 
 PG_CONFIG  ?= pg_config

@@ -37,66 +37,8 @@ PG_FUNCTION_INFO_V1(zdm_verify);
 
 char	   *zdm_backfill_failed_key = NULL;
 
-/* One table of the plan, as backfill and verify need it. */
-typedef struct PlanTable
-{
-	char	   *relation;
-	char	   *table;
-	bool		backfill;
-	int			nkeys;
-	char	  **key;
-	char	  **key_types;
-	char	   *set;
-	char	   *todo;
-	char	   *verify;			/* NULL: nothing to verify */
-} PlanTable;
-
-static List *
-plan_tables(const char *migration, Jsonb *plan)
-{
-	ZdmSpecCtx	ctx = {migration, 0, NULL};
-	JsonbContainer *tables = zdm_json_array(&ctx, &plan->root, "tables", true);
-	List	   *result = NIL;
-
-	for (int i = 0; i < JsonContainerSize(tables); i++)
-	{
-		JsonbContainer *t = getIthJsonbValueFromContainer(tables, i)->val.binary.data;
-		JsonbContainer *key = zdm_json_array(&ctx, t, "key", true);
-		JsonbContainer *types = zdm_json_array(&ctx, t, "key_types", true);
-		PlanTable  *pt = palloc0(sizeof(PlanTable));
-
-		pt->relation = zdm_json_string(&ctx, t, "relation", true);
-		pt->table = zdm_json_string(&ctx, t, "table", true);
-		pt->backfill = zdm_json_bool(&ctx, t, "backfill", false);
-		pt->nkeys = JsonContainerSize(key);
-		pt->key = palloc(sizeof(char *) * (pt->nkeys + 1));
-		pt->key_types = palloc(sizeof(char *) * (pt->nkeys + 1));
-		for (int k = 0; k < pt->nkeys; k++)
-		{
-			JsonbValue *kv = getIthJsonbValueFromContainer(key, k);
-			JsonbValue *tv = getIthJsonbValueFromContainer(types, k);
-
-			pt->key[k] = pnstrdup(kv->val.string.val, kv->val.string.len);
-			pt->key_types[k] = pnstrdup(tv->val.string.val, tv->val.string.len);
-		}
-		if (pt->backfill)
-		{
-			pt->set = zdm_json_string(&ctx, t, "set", true);
-			pt->todo = zdm_json_string(&ctx, t, "todo", true);
-		}
-		pt->verify = zdm_json_string(&ctx, t, "verify", false);
-		result = lappend(result, pt);
-	}
-	return result;
-}
-
-static char *
-plan_search_path(const char *migration, Jsonb *plan)
-{
-	ZdmSpecCtx	ctx = {migration, 0, NULL};
-
-	return zdm_json_string(&ctx, &plan->root, "search_path", true);
-}
+/* One table of the plan (read and checked by plan.c). */
+typedef ZdmPlanTable PlanTable;
 
 /* "k1, k2", or "s.k1 DESC, s.k2 DESC" with a prefix and suffix */
 static char *
@@ -370,15 +312,20 @@ backfill_table_batch(const char *migration, PlanTable *pt, char ***state, int ns
 }
 
 /*
- * The checkpoint of a migration: table index and last key; *since_ms gets
- * the time since the previous batch ended (-1: none yet, or long ago).
+ * The checkpoint of a migration: table index and last key, checked against
+ * the plan's tables; *since_ms gets the time since the previous batch ended
+ * (-1: none yet, or long ago).
  */
 static void
-read_checkpoint(const char *name, int *table, char ***key, int *nkey, double *since_ms)
+read_checkpoint(const char *name, List *tables, int *table, char ***key, int *nkey,
+				double *since_ms)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		table_null;
+	bool		key_null;
 	bool		isnull;
+	Datum		t;
 	Datum		d;
 
 	zdm_state_exec("SELECT backfill_table, backfill_key,"
@@ -387,22 +334,12 @@ read_checkpoint(const char *name, int *table, char ***key, int *nkey, double *si
 				   "       ELSE -1 END"
 				   "  FROM zdm.migrations WHERE name = $1",
 				   1, types, values, NULL, false, 1);
-	*table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (SPI_tuptable == NULL || SPI_processed != 1)
+		elog(ERROR, "zdm: could not read the backfill checkpoint of migration \"%s\"", name);
+	t = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &table_null);
 	*since_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	*key = NULL;
-	*nkey = 0;
-	if (!isnull)
-	{
-		Datum	   *elems;
-		bool	   *nulls;
-
-		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
-						  &elems, &nulls, nkey);
-		*key = palloc(sizeof(char *) * (*nkey));
-		for (int i = 0; i < *nkey; i++)
-			(*key)[i] = TextDatumGetCString(elems[i]);
-	}
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &key_null);
+	zdm_plan_checkpoint(name, tables, t, table_null, d, key_null, table, key, nkey);
 }
 
 /*
@@ -496,10 +433,10 @@ zdm_backfill_batch(const char *name, int32 batch)
 		zdm_log_event(name, "phase", "backfilling", NULL, NULL, -1, NULL);
 	}
 
-	tables = plan_tables(name, m.plan);
-	read_checkpoint(name, &idx, &key, &nkey, &since_ms);
+	tables = zdm_plan_tables(name, m.plan);
+	read_checkpoint(name, tables, &idx, &key, &nkey, &since_ms);
 	/* The migration's SQL runs as its author; its state, as zdm's owner. */
-	zdm_as_author_push(&as, &m, plan_search_path(name, m.plan));
+	zdm_as_author_push(&as, &m, zdm_plan_search_path(name, m.plan));
 	while (idx < list_length(tables))
 	{
 		PlanTable  *pt = list_nth(tables, idx);
@@ -597,12 +534,12 @@ int64
 zdm_verify_migration(const ZdmMigration *m)
 {
 	const char *name = m->name;
-	List	   *tables = plan_tables(name, m->plan);
+	List	   *tables = zdm_plan_tables(name, m->plan);
 	int64		total = 0;
 	ListCell   *lc;
 	ZdmAs		as;
 
-	zdm_as_author_push(&as, m, plan_search_path(name, m->plan));
+	zdm_as_author_push(&as, m, zdm_plan_search_path(name, m->plan));
 
 	foreach(lc, tables)
 	{

@@ -65,6 +65,13 @@ zdm_migration_fetch(const char *name, bool for_update, ZdmMigration *m)
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	m->name = pstrdup(name);
+	/* (NOT NULL columns, unless the table itself was altered) */
+	for (int i = 1; i <= 3; i++)
+	{
+		(void) SPI_getbinval(tup, desc, i, &isnull);
+		if (isnull)
+			zdm_stored_row_corrupt(name, SPI_fname(desc, i));
+	}
 	m->phase = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	m->definition = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
 	m->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));

@@ -39,10 +39,9 @@ PG_FUNCTION_INFO_V1(zdm_rollback);
 static void
 run_steps_as_author(ZdmMigration *m, const char *phase, const char *section)
 {
-	ZdmSpecCtx	ctx = {m->name, 0, NULL};
 	ZdmAs		as;
 
-	zdm_as_author_push(&as, m, zdm_json_string(&ctx, &m->plan->root, "search_path", false));
+	zdm_as_author_push(&as, m, zdm_plan_search_path(m->name, m->plan));
 	zdm_run_plan_steps(m->name, phase, m->plan, section);
 	zdm_as_pop(&as);
 }

@@ -45,6 +45,7 @@ lockmode_from_name(const char *name)
 		return ShareUpdateExclusiveLock;
 	if (strcmp(name, "share_row") == 0)
 		return ShareRowExclusiveLock;
+	/* plan.c lets no other level through */
 	elog(ERROR, "zdm: unknown lock level \"%s\" in plan", name);
 	return NoLock;				/* keep compiler quiet */
 }
@@ -66,26 +67,24 @@ plan_relation(const char *migration, const char *relation)
 
 /*
  * Execute every step of plan->section in order, locking as each group of
- * steps needs.
+ * steps needs.  The section is read and checked whole first: a malformed
+ * step stops it before its first statement.
  */
 void
 zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 				   const char *section)
 {
-	ZdmSpecCtx	ctx = {migration, 0, NULL};
-	JsonbContainer *steps = zdm_json_array(&ctx, &plan->root, section, false);
-	int			n = steps ? JsonContainerSize(steps) : 0;
+	List	   *steps = zdm_plan_steps(migration, plan, section);
+	ListCell   *lc;
 	char	   *held_rel = NULL;
 	char	   *held_lock = NULL;
 	ZdmLockStats stats = {0, 0};
 
-	for (int i = 0; i < n; i++)
+	foreach(lc, steps)
 	{
-		JsonbValue *v = getIthJsonbValueFromContainer(steps, i);
-		JsonbContainer *step = v->val.binary.data;
-		char	   *relation = zdm_json_string(&ctx, step, "relation", false);
-		char	   *lock = zdm_json_string(&ctx, step, "lock", true);
-		char	   *sql = zdm_json_string(&ctx, step, "sql", true);
+		ZdmPlanStep *step = lfirst(lc);
+		char	   *relation = step->relation;
+		char	   *lock = step->lock;
 		bool		fresh = false;
 
 		/* A step on no table (a schema) needs no table lock. */
@@ -111,6 +110,6 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 			stats.attempts = 0;
 			stats.wait_ms = 0;
 		}
-		zdm_run_ddl(migration, phase, sql, &stats);
+		zdm_run_ddl(migration, phase, step->sql, &stats);
 	}
 }

@@ -28,8 +28,9 @@ spec_where(ZdmSpecCtx *ctx)
 					ctx->opname ? ctx->opname : "?");
 }
 
-static const char *
-jbv_type_name(JsonbValue *v)
+/* "a string", "an array", ...: what a JSON value is, for messages. */
+const char *
+zdm_json_type_name(JsonbValue *v)
 {
 	switch (v->type)
 	{
@@ -78,7 +79,7 @@ spec_wrong_type(ZdmSpecCtx *ctx, const char *key, const char *want, JsonbValue *
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("migration \"%s\": \"%s\" in %s must be %s, not %s",
-					ctx->migration, key, spec_where(ctx), want, jbv_type_name(v)),
+					ctx->migration, key, spec_where(ctx), want, zdm_json_type_name(v)),
 			 errhint("Correct the migration's JSON and run it again.")));
 }
 

@@ -320,8 +320,13 @@ build_state(Relation rel, Trigger *tg)
 		(tail < tg->tgnargs && tg->tgnargs != tail + 3 + nrules))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 tg->tgnargs > 0 ?
+				 errmsg("dual-write trigger of migration \"%s\": trigger \"%s\" on table \"%s\" has malformed arguments",
+						tg->tgargs[0], tg->tgname, RelationGetRelationName(rel)) :
 				 errmsg("trigger \"%s\" on table \"%s\" has malformed arguments for zdm.dual_write()",
 						tg->tgname, RelationGetRelationName(rel)),
+				 errdetail("It has %d argument(s): the migration, the search_path and four per column pair, "
+						   "then optionally a marker, two API versions and one name per pair.", tg->tgnargs),
 				 errhint("zdm.dual_write() triggers are created by zdm.expand(), not by hand.")));
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "zdm dual-write trigger",

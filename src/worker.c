@@ -246,7 +246,8 @@ next_item(MemoryContext cxt, long *wait_ms)
 	item->max_rows_per_sec = isnull ? 0 : DatumGetInt32(d);
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	item->sleep_ratio = isnull ? zdm_sleep_ratio : DatumGetFloat4(d);
-	item->plan = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	item->plan = isnull ? NULL : DatumGetJsonbPCopy(d);	/* NULL: serve() reports it */
 	MemoryContextSwitchTo(old);
 	return item;
 }
@@ -306,7 +307,9 @@ transient_error(int sqlerrcode)
 
 /*
  * After a failed batch: halve it, or with one row, stop the migration with
- * the error and the key of that row.
+ * the error and the key of that row.  A migration whose stored plan or
+ * checkpoint is malformed (data_corrupted) stops at once: no batch size
+ * helps, and there is no row to blame.
  */
 static void
 record_failure(WorkItem *item, int batch, ErrorData *edata)
@@ -316,7 +319,7 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (transient_error(edata->sqlerrcode))
 		zdm_log_event(item->name, "retry", NULL, NULL, NULL, -1, edata->message);
-	else if (batch > 1)
+	else if (batch > 1 && edata->sqlerrcode != ERRCODE_DATA_CORRUPTED)
 	{
 		report(item->name, NULL, Max(batch / 2, 1));
 		zdm_log_event(item->name, "bisect", NULL, NULL, NULL, -1,
@@ -335,9 +338,13 @@ record_failure(WorkItem *item, int batch, ErrorData *edata)
 		zdm_state_exec("UPDATE zdm.migrations SET failed_key = $3, worker_requested = false"
 					   " WHERE name = $1", 3, types, values, nulls, false, 0);
 		zdm_migration_set_phase(item->name, "failed", edata->message);
-		ereport(LOG,
-				(errmsg("zdm: migration \"%s\" failed at key (%s): %s", item->name,
-						zdm_backfill_failed_key ? zdm_backfill_failed_key : "?", edata->message)));
+		if (zdm_backfill_failed_key)
+			ereport(LOG,
+					(errmsg("zdm: migration \"%s\" failed at key (%s): %s", item->name,
+							zdm_backfill_failed_key, edata->message)));
+		else
+			ereport(LOG,
+					(errmsg("zdm: migration \"%s\" failed: %s", item->name, edata->message)));
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -374,7 +381,12 @@ serve(WorkItem *item)
 	double		rate;
 	double		slept_ms;
 
-	/* (in the transaction next_item() ran in) */
+	/*
+	 * (in the transaction next_item() ran in)  The plan is checked before
+	 * the throttle reads its tables: a malformed one fails the migration
+	 * with a clear error (record_failure).
+	 */
+	(void) zdm_plan_tables(item->name, item->plan);
 	throttle = zdm_throttle_reason(item->name, item->plan);
 	if (throttle)
 	{
@@ -502,6 +514,10 @@ worker_round(MemoryContext round_cxt)
 		if (item != NULL)
 		{
 			batch = item->batch_size;
+			/* A failure's key is this round's, never an earlier one's. */
+			if (zdm_backfill_failed_key)
+				pfree(zdm_backfill_failed_key);
+			zdm_backfill_failed_key = NULL;
 			serve(item);
 		}
 		SPI_finish();

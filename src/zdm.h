@@ -70,6 +70,39 @@ extern void zdm_json_check_keys(ZdmSpecCtx *ctx, JsonbContainer *obj,
 								const char *what, const char *const *known,
 								const char *const *unsupported);
 extern char *zdm_json_escape(const char *s);
+extern const char *zdm_json_type_name(JsonbValue *v);
+
+/* ---- plan.c: the stored plan and checkpoint, read back with checks ---- */
+
+/* One table of a plan, as backfill and verify need it. */
+typedef struct ZdmPlanTable
+{
+	char	   *relation;		/* qualified name, quoted as needed */
+	char	   *table;			/* for messages */
+	bool		backfill;
+	int			nkeys;			/* 0: walked by blocks (ctid) */
+	char	  **key;			/* key columns */
+	char	  **key_types;		/* their types, as SQL */
+	char	   *set;			/* backfill only: "new = up(row), ..." */
+	char	   *todo;			/* backfill only: rows still to convert */
+	char	   *verify;			/* NULL: nothing to verify */
+} ZdmPlanTable;
+
+/* One step of a plan's "contract" or "rollback" section. */
+typedef struct ZdmPlanStep
+{
+	char	   *relation;		/* NULL: a step on no table (a schema) */
+	char	   *lock;			/* "exclusive", "validate", "share_row", "none" */
+	char	   *sql;
+} ZdmPlanStep;
+
+extern List *zdm_plan_tables(const char *migration, Jsonb *plan);
+extern char *zdm_plan_search_path(const char *migration, Jsonb *plan);
+extern List *zdm_plan_steps(const char *migration, Jsonb *plan, const char *section);
+extern void zdm_plan_checkpoint(const char *migration, List *tables,
+								Datum table, bool table_null, Datum key, bool key_null,
+								int *idx, char ***keyv, int *nkey);
+extern void zdm_stored_row_corrupt(const char *migration, const char *column) pg_attribute_noreturn();
 
 /* ---- expr.c: up/down/default expressions ---- */
 
