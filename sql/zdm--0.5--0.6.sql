@@ -62,6 +62,63 @@ COMMENT ON VIEW zdm.api_version_distribution IS
     'zdm: requests per API version over zdm.gate_window, with unflushed counts';
 
 /*
+ * zdm.status reads the plan's tables only where they have the shape expand
+ * writes: one damaged row (edited by a superuser) must not take the view,
+ * and zdm.metrics(), away for every migration.
+ */
+CREATE OR REPLACE VIEW zdm.status AS
+SELECT m.name,
+       m.phase,
+       m.version_old AS retires,
+       m.version_new AS introduces,
+       (SELECT array_agg(t->>'table' ORDER BY ord)
+          FROM jsonb_array_elements(tables.list) WITH ORDINALITY AS x(t, ord)
+         WHERE jsonb_typeof(t) = 'object') AS tables,
+       m.rows_backfilled AS rows_done,
+       est.rows_total,
+       CASE
+           WHEN m.phase IN ('backfilled', 'contracted') THEN 100.0
+           WHEN est.rows_total > 0
+               THEN round(least(100.0, 100.0 * m.rows_backfilled / est.rows_total), 1)
+       END AS percent,
+       m.batches,
+       round(m.recent_rows_per_sec::numeric, 1) AS rows_per_sec,
+       CASE
+           WHEN m.phase IN ('expanded', 'backfilling') AND m.recent_rows_per_sec > 0
+                AND est.rows_total IS NOT NULL
+               THEN make_interval(secs => round(greatest(est.rows_total - m.rows_backfilled, 0)
+                                                / m.recent_rows_per_sec))
+       END AS eta,
+       m.batch_size,
+       m.worker_requested AS worker,
+       m.paused,
+       CASE WHEN w.pid IS NOT NULL THEN m.worker_pid END AS worker_pid,
+       m.throttle_reason,
+       m.last_error,
+       m.failed_key,
+       m.expanded_at,
+       m.backfilled_at,
+       m.contracted_at,
+       m.rolled_back_at,
+       m.updated_at
+  FROM zdm.migrations m
+  CROSS JOIN LATERAL (
+        SELECT CASE WHEN jsonb_typeof(m.plan->'tables') = 'array'
+                    THEN m.plan->'tables' ELSE '[]'::jsonb END AS list) tables
+  LEFT JOIN LATERAL (
+        -- reltuples is -1 until the table is first vacuumed or analysed
+        SELECT CASE WHEN bool_or(c.reltuples >= 0)
+                    THEN greatest(sum(greatest(c.reltuples, 0))::bigint, m.rows_backfilled)
+               END AS rows_total
+          FROM jsonb_array_elements(tables.list) AS t
+          JOIN pg_catalog.pg_class c
+            ON c.oid = pg_catalog.to_regclass(t->>'relation')
+         WHERE jsonb_typeof(t) = 'object' AND jsonb_typeof(t->'relation') = 'string'
+           AND (t->>'backfill')::boolean) est ON true
+  LEFT JOIN pg_catalog.pg_stat_activity w
+    ON w.pid = m.worker_pid AND w.backend_type = 'zdm backfill';
+
+/*
  * The role a DBA grants to migration roles: the one grant they need, with
  * ownership of the tables they migrate.  Roles belong to the cluster, not
  * to the database or the extension: it is created once, and stays when
