@@ -36,6 +36,7 @@ contract_one(const char *name, bool force)
 {
 	ZdmMigration m;
 	int64		bad;
+	ZdmLockStats claimed;
 
 	zdm_require_migration(name, &m, true);
 	if (strcmp(m.phase, "contracted") == 0)
@@ -63,6 +64,8 @@ contract_one(const char *name, bool force)
 				 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
 						 name)));
 
+	/* Before verify reads the tables: see ddl.c. */
+	zdm_claim_plan(name, m.plan, "contract", &claimed);
 	bad = zdm_verify_migration(name, m.plan);
 	if (bad > 0)
 		ereport(ERROR,
@@ -75,7 +78,7 @@ contract_one(const char *name, bool force)
 	/* The gate: the version it retires must have (almost) no traffic left. */
 	zdm_gate_check(name, m.version_old, force);
 
-	zdm_run_plan_steps(name, "contracted", m.plan, "contract");
+	zdm_run_plan_steps(name, "contracted", m.plan, "contract", &claimed);
 	if (m.version_old)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
@@ -130,6 +133,7 @@ zdm_rollback(PG_FUNCTION_ARGS)
 {
 	ZdmMigration m;
 	char	   *name;
+	ZdmLockStats claimed;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -153,7 +157,8 @@ zdm_rollback(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	zdm_run_plan_steps(name, "rolled_back", m.plan, "rollback");
+	zdm_claim_plan(name, m.plan, "rollback", &claimed);
+	zdm_run_plan_steps(name, "rolled_back", m.plan, "rollback", &claimed);
 	zdm_migration_set_phase(name, "rolled_back", NULL);
 	/* Versions only this migration knew are forgotten with it. */
 	SPI_execute_with_args("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"

@@ -11,6 +11,12 @@
  * zdm.lock_timeout, so that if it needs a lock zdm did not take up front
  * it still never queues in front of client traffic for longer than that.
  *
+ * Before any of that, contract and rollback claim the tables their steps
+ * name (zdm_claim_plan; locks.c), as expand does: contract reads and
+ * validates a table before it asks for ACCESS EXCLUSIVE, and an expand of
+ * another migration doing the same on the same table would deadlock
+ * with it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "zdm.h"
@@ -65,12 +71,37 @@ plan_relation(const char *migration, const char *relation)
 }
 
 /*
+ * Claim every table the steps of plan->section name, all at once, for the
+ * rest of the transaction: call it before anything reads or locks them.
+ */
+void
+zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
+			   ZdmLockStats *stats)
+{
+	ZdmSpecCtx	ctx = {migration, 0, NULL};
+	JsonbContainer *steps = zdm_json_array(&ctx, &plan->root, section, false);
+	int			n = steps ? JsonContainerSize(steps) : 0;
+	List	   *relids = NIL;
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(steps, i);
+		char	   *relation = zdm_json_string(&ctx, v->val.binary.data, "relation", false);
+
+		if (relation != NULL)
+			relids = list_append_unique_oid(relids, plan_relation(migration, relation));
+	}
+	zdm_claim_relations(migration, relids, stats);
+}
+
+/*
  * Execute every step of plan->section in order, locking as each group of
- * steps needs.
+ * steps needs.  claimed, the wait for the tables' claims, is charged to
+ * the first statement.
  */
 void
 zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
-				   const char *section)
+				   const char *section, const ZdmLockStats *claimed)
 {
 	ZdmSpecCtx	ctx = {migration, 0, NULL};
 	JsonbContainer *steps = zdm_json_array(&ctx, &plan->root, section, false);
@@ -111,6 +142,8 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 			stats.attempts = 0;
 			stats.wait_ms = 0;
 		}
+		if (i == 0)
+			zdm_lock_stats_add(&stats, claimed);
 		zdm_run_ddl(migration, phase, sql, &stats);
 	}
 }
