@@ -9,14 +9,15 @@
  * run in the transaction that expanded the migration (expand and contract
  * belong to separate deployments).  It then runs the plan's contract
  * steps: constraint validations first, under SHARE UPDATE EXCLUSIVE (which
- * lets reads and writes go on while the table is scanned), then per table
- * under ACCESS EXCLUSIVE the catalog-only changes: SET NOT NULL (which
- * finds the validated check and skips its scan), dropping the helper
- * check, the trigger and the old columns.
+ * lets reads and writes go on while the table is scanned), then under
+ * ACCESS EXCLUSIVE, taken on all its tables together, the catalog-only
+ * changes: SET NOT NULL (which finds the validated check and skips its
+ * scan), dropping the helper check, the trigger and the old columns.
  *
- * Rollback runs the plan's rollback steps: the trigger goes, the columns
- * and tables the migration added are dropped.  The old columns were kept
- * current by the trigger all along, so no write is lost.
+ * Rollback runs the plan's rollback steps, under ACCESS EXCLUSIVE on all
+ * its tables together: the trigger goes, the columns and tables the
+ * migration added are dropped.  The old columns were kept current by the
+ * trigger all along, so no write is lost.
  *
  *-------------------------------------------------------------------------
  */

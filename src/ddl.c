@@ -5,11 +5,17 @@
  *	  line in the journal.
  *
  * A plan section (expand, contract, rollback) is a list of steps
- * {relation, lock, sql}.  Consecutive steps on the same relation and lock
- * level run under one lock acquisition, taken with zdm's retrying lock
- * (locks.c).  Each statement also runs with lock_timeout set to
- * zdm.lock_timeout, so that if it needs a lock zdm did not take up front
- * it still never queues in front of client traffic for longer than that.
+ * {relation, lock, sql}.  Locks are taken with zdm's retrying lock
+ * (locks.c).  The exclusive steps' tables are locked all together, at the
+ * first exclusive step: taken table by table, contract and rollback would
+ * hold one table's ACCESS EXCLUSIVE while queueing for the next one's,
+ * and the first table's clients would wait for as long, up to
+ * zdm.lock_budget.  Validate steps (SHARE UPDATE EXCLUSIVE, which blocks
+ * no client) come first and lock one table at a time; consecutive steps
+ * on one table and lock level share a lock acquisition.  Each statement
+ * also runs with lock_timeout set to zdm.lock_timeout, so that if it needs
+ * a lock zdm did not take up front it still never queues in front of
+ * client traffic for longer than that.
  *
  * Before any of that, contract and rollback claim the tables their steps
  * name (zdm_claim_plan; locks.c), as expand does: contract reads and
@@ -95,9 +101,12 @@ zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
 }
 
 /*
- * Execute every step of plan->section in order, locking as each group of
- * steps needs.  claimed, the wait for the tables' claims, is charged to
- * the first statement.
+ * Execute every step of plan->section in order.  A validate step (SHARE
+ * UPDATE EXCLUSIVE, which blocks no client) locks its own table when the
+ * previous step did not; the first exclusive step locks the tables of all
+ * the exclusive steps together (see the file header).  claimed, the wait
+ * for the tables' claims, is charged to the first statement, and each
+ * lock's wait to the first statement that needed it.
  */
 void
 zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
@@ -106,9 +115,20 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 	ZdmSpecCtx	ctx = {migration, 0, NULL};
 	JsonbContainer *steps = zdm_json_array(&ctx, &plan->root, section, false);
 	int			n = steps ? JsonContainerSize(steps) : 0;
+	List	   *exclusive = NIL;
+	bool		exclusive_held = false;
 	char	   *held_rel = NULL;
 	char	   *held_lock = NULL;
-	ZdmLockStats stats = {0, 0};
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(steps, i);
+		char	   *relation = zdm_json_string(&ctx, v->val.binary.data, "relation", false);
+		char	   *lock = zdm_json_string(&ctx, v->val.binary.data, "lock", true);
+
+		if (relation != NULL && lockmode_from_name(lock) == AccessExclusiveLock)
+			exclusive = list_append_unique_oid(exclusive, plan_relation(migration, relation));
+	}
 
 	for (int i = 0; i < n; i++)
 	{
@@ -117,30 +137,30 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		char	   *relation = zdm_json_string(&ctx, step, "relation", false);
 		char	   *lock = zdm_json_string(&ctx, step, "lock", true);
 		char	   *sql = zdm_json_string(&ctx, step, "sql", true);
-		bool		fresh = false;
+		ZdmLockStats stats = {0, 0};
 
-		/* A step on no table (a schema) needs no table lock. */
 		if (relation == NULL)
 		{
-			stats.attempts = 0;
-			stats.wait_ms = 0;
+			/* A step on no table (a schema) needs no table lock. */
+		}
+		else if (lockmode_from_name(lock) == AccessExclusiveLock)
+		{
+			/*
+			 * Waiting for one table while holding another's ACCESS EXCLUSIVE
+			 * would stall the first table's clients for as long as we wait:
+			 * zdm_lock_relations never does.
+			 */
+			if (!exclusive_held)
+				zdm_lock_relations(migration, exclusive, AccessExclusiveLock, &stats);
+			exclusive_held = true;
 		}
 		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
 				 strcmp(held_lock, lock) != 0)
 		{
-			Oid			relid = plan_relation(migration, relation);
-
-			zdm_lock_relations(migration, list_make1_oid(relid),
+			zdm_lock_relations(migration, list_make1_oid(plan_relation(migration, relation)),
 							   lockmode_from_name(lock), &stats);
 			held_rel = relation;
 			held_lock = lock;
-			fresh = true;
-		}
-		/* The lock wait is charged to the first statement that needed it. */
-		if (!fresh && relation != NULL)
-		{
-			stats.attempts = 0;
-			stats.wait_ms = 0;
 		}
 		if (i == 0)
 			zdm_lock_stats_add(&stats, claimed);
