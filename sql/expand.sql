@@ -22,12 +22,15 @@ SELECT zt.shape('orders');
 SELECT count(*) FROM zdm.migrations;
 
 -- While a transaction expands, the migration's advisory lock is held
--- (zdm's key space, a hash of the name), and a second call in the same
+-- (zdm's key space, a hash of the name, sub-key 2), and so is zdm's claim
+-- on the table (its OID, sub-key 4); a second call in the same
 -- transaction is a no-op.
 BEGIN;
 SELECT zdm.expand('001_status_enum', :'m001');
-SELECT locktype, classid, mode, granted FROM pg_locks
- WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT locktype, classid, objsubid, objid = 'orders'::regclass::oid AS objid_is_table, mode, granted
+  FROM pg_locks
+ WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+ ORDER BY objsubid;
 SELECT zdm.expand('001_status_enum', :'m001');
 COMMIT;
 

@@ -9,14 +9,15 @@
  * run in the transaction that expanded the migration (expand and contract
  * belong to separate deployments).  It then runs the plan's contract
  * steps: constraint validations first, under SHARE UPDATE EXCLUSIVE (which
- * lets reads and writes go on while the table is scanned), then per table
- * under ACCESS EXCLUSIVE the catalog-only changes: SET NOT NULL (which
- * finds the validated check and skips its scan), dropping the helper
- * check, the trigger and the old columns.
+ * lets reads and writes go on while the table is scanned), then under
+ * ACCESS EXCLUSIVE, taken on all its tables together, the catalog-only
+ * changes: SET NOT NULL (which finds the validated check and skips its
+ * scan), dropping the helper check, the trigger and the old columns.
  *
- * Rollback runs the plan's rollback steps: the trigger goes, the columns
- * and tables the migration added are dropped.  The old columns were kept
- * current by the trigger all along, so no write is lost.
+ * Rollback runs the plan's rollback steps, under ACCESS EXCLUSIVE on all
+ * its tables together: the trigger goes, the columns and tables the
+ * migration added are dropped.  The old columns were kept current by the
+ * trigger all along, so no write is lost.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,12 +38,13 @@ PG_FUNCTION_INFO_V1(zdm_rollback);
  * the migration no rights of their own.
  */
 static void
-run_steps_as_author(ZdmMigration *m, const char *phase, const char *section)
+run_steps_as_author(ZdmMigration *m, const char *phase, const char *section,
+					const ZdmLockStats *claimed)
 {
 	ZdmAs		as;
 
 	zdm_as_author_push(&as, m, zdm_plan_search_path(m->name, m->plan));
-	zdm_run_plan_steps(m->name, phase, m->plan, section);
+	zdm_run_plan_steps(m->name, phase, m->plan, section, claimed);
 	zdm_as_pop(&as);
 }
 
@@ -52,6 +54,7 @@ contract_one(const char *name, bool force)
 {
 	ZdmMigration m;
 	int64		bad;
+	ZdmLockStats claimed;
 
 	zdm_require_migration(name, &m, true);
 	zdm_require_actor(&m, "contract");
@@ -80,6 +83,8 @@ contract_one(const char *name, bool force)
 				 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
 						 name)));
 
+	/* Before verify reads the tables: see ddl.c. */
+	zdm_claim_plan(name, m.plan, "contract", &claimed);
 	bad = zdm_verify_migration(&m);
 	if (bad > 0)
 		ereport(ERROR,
@@ -92,7 +97,7 @@ contract_one(const char *name, bool force)
 	/* The gate: the version it retires must have (almost) no traffic left. */
 	zdm_gate_check(name, m.version_old, force);
 
-	run_steps_as_author(&m, "contracted", "contract");
+	run_steps_as_author(&m, "contracted", "contract", &claimed);
 	if (m.version_old)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
@@ -153,6 +158,7 @@ zdm_rollback(PG_FUNCTION_ARGS)
 {
 	ZdmMigration m;
 	char	   *name;
+	ZdmLockStats claimed;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -177,7 +183,8 @@ zdm_rollback(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	run_steps_as_author(&m, "rolled_back", "rollback");
+	zdm_claim_plan(name, m.plan, "rollback", &claimed);
+	run_steps_as_author(&m, "rolled_back", "rollback", &claimed);
 	zdm_migration_set_phase(name, "rolled_back", NULL);
 	/* Versions only this migration knew are forgotten with it. */
 	zdm_state_exec("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"

@@ -5,11 +5,23 @@
  *	  line in the journal.
  *
  * A plan section (expand, contract, rollback) is a list of steps
- * {relation, lock, sql}.  Consecutive steps on the same relation and lock
- * level run under one lock acquisition, taken with zdm's retrying lock
- * (locks.c).  Each statement also runs with lock_timeout set to
- * zdm.lock_timeout, so that if it needs a lock zdm did not take up front
- * it still never queues in front of client traffic for longer than that.
+ * {relation, lock, sql}.  Locks are taken with zdm's retrying lock
+ * (locks.c).  The exclusive steps' tables are locked all together, at the
+ * first exclusive step: taken table by table, contract and rollback would
+ * hold one table's ACCESS EXCLUSIVE while queueing for the next one's,
+ * and the first table's clients would wait for as long, up to
+ * zdm.lock_budget.  Validate steps (SHARE UPDATE EXCLUSIVE, which blocks
+ * no client) come first and lock one table at a time; consecutive steps
+ * on one table and lock level share a lock acquisition.  Each statement
+ * also runs with lock_timeout set to zdm.lock_timeout, so that if it needs
+ * a lock zdm did not take up front it still never queues in front of
+ * client traffic for longer than that.
+ *
+ * Before any of that, contract and rollback claim the tables their steps
+ * name (zdm_claim_plan; locks.c), as expand does: contract reads and
+ * validates a table before it asks for ACCESS EXCLUSIVE, and an expand of
+ * another migration doing the same on the same table would deadlock
+ * with it.
  *
  *-------------------------------------------------------------------------
  */
@@ -66,50 +78,87 @@ plan_relation(const char *migration, const char *relation)
 }
 
 /*
- * Execute every step of plan->section in order, locking as each group of
- * steps needs.  The section is read and checked whole first: a malformed
- * step stops it before its first statement.
+ * Claim every table the steps of plan->section name, all at once, for the
+ * rest of the transaction: call it before anything reads or locks them.
+ */
+void
+zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
+			   ZdmLockStats *stats)
+{
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	foreach(lc, zdm_plan_steps(migration, plan, section))
+	{
+		ZdmPlanStep *step = lfirst(lc);
+
+		if (step->relation != NULL)
+			relids = list_append_unique_oid(relids, plan_relation(migration, step->relation));
+	}
+	zdm_claim_relations(migration, relids, stats);
+}
+
+/*
+ * Execute every step of plan->section in order.  The section is read and
+ * checked whole first (plan.c): a malformed step stops it before its first
+ * statement.  A validate step (SHARE UPDATE EXCLUSIVE, which blocks no
+ * client) locks its own table when the previous step did not; the first
+ * exclusive step locks the tables of all the exclusive steps together (see
+ * the file header).  claimed, the wait for the tables' claims, is charged
+ * to the first statement, and each lock's wait to the first statement that
+ * needed it.
  */
 void
 zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
-				   const char *section)
+				   const char *section, const ZdmLockStats *claimed)
 {
 	List	   *steps = zdm_plan_steps(migration, plan, section);
-	ListCell   *lc;
+	List	   *exclusive = NIL;
+	bool		exclusive_held = false;
 	char	   *held_rel = NULL;
 	char	   *held_lock = NULL;
-	ZdmLockStats stats = {0, 0};
+	ListCell   *lc;
+
+	foreach(lc, steps)
+	{
+		ZdmPlanStep *step = lfirst(lc);
+
+		if (step->relation != NULL && lockmode_from_name(step->lock) == AccessExclusiveLock)
+			exclusive = list_append_unique_oid(exclusive, plan_relation(migration, step->relation));
+	}
 
 	foreach(lc, steps)
 	{
 		ZdmPlanStep *step = lfirst(lc);
 		char	   *relation = step->relation;
 		char	   *lock = step->lock;
-		bool		fresh = false;
+		ZdmLockStats stats = {0, 0};
 
-		/* A step on no table (a schema) needs no table lock. */
 		if (relation == NULL)
 		{
-			stats.attempts = 0;
-			stats.wait_ms = 0;
+			/* A step on no table (a schema) needs no table lock. */
+		}
+		else if (lockmode_from_name(lock) == AccessExclusiveLock)
+		{
+			/*
+			 * Waiting for one table while holding another's ACCESS EXCLUSIVE
+			 * would stall the first table's clients for as long as we wait:
+			 * zdm_lock_relations never does.
+			 */
+			if (!exclusive_held)
+				zdm_lock_relations(migration, exclusive, AccessExclusiveLock, &stats);
+			exclusive_held = true;
 		}
 		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
 				 strcmp(held_lock, lock) != 0)
 		{
-			Oid			relid = plan_relation(migration, relation);
-
-			zdm_lock_relations(migration, list_make1_oid(relid),
+			zdm_lock_relations(migration, list_make1_oid(plan_relation(migration, relation)),
 							   lockmode_from_name(lock), &stats);
 			held_rel = relation;
 			held_lock = lock;
-			fresh = true;
 		}
-		/* The lock wait is charged to the first statement that needed it. */
-		if (!fresh && relation != NULL)
-		{
-			stats.attempts = 0;
-			stats.wait_ms = 0;
-		}
+		if (foreach_current_index(lc) == 0)
+			zdm_lock_stats_add(&stats, claimed);
 		zdm_run_ddl(migration, phase, step->sql, &stats);
 	}
 }

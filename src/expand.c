@@ -9,7 +9,11 @@
  *	   its state row: already expanded with the same definition means a
  *	   NOTICE and false, another definition under the same name an ERROR.
  *
- *	2. Checking: every operation is validated against the catalogs, under
+ *	2. Checking: first zdm's claim on every existing table the operations
+ *	   name, all at once (locks.c): another migration's expand, contract or
+ *	   rollback of one of them is waited for here, while this one holds no
+ *	   lock on the tables, and the checks then see what it did.  Then
+ *	   every operation is validated against the catalogs, under
  *	   ACCESS SHARE locks (which block no client query): tables, columns and
  *	   types exist, names do not clash, up/down/default expressions parse,
  *	   resolve and yield the column's type.  Each operation contributes
@@ -97,6 +101,7 @@ typedef struct ExpandState
 	char	   *version_old;	/* API version retired, or NULL */
 	char	   *version_new;	/* API version introduced, or NULL */
 	List	   *schemas;		/* version schemas to create */
+	ZdmLockStats claim;			/* waits for the tables' claims */
 	ZdmSpecCtx	ctx;
 } ExpandState;
 
@@ -228,7 +233,13 @@ table_work(ExpandState *st, const char *table, bool must_exist)
 						 "unqualified names are looked up through search_path or the migration's \"schema\".")));
 	}
 
-	/* ACCESS SHARE keeps the definition still while we check; it blocks no DML. */
+	/*
+	 * The claim first, then ACCESS SHARE, which keeps the definition still
+	 * while we check and blocks no DML.  The claim is normally held already
+	 * (expand_claim_tables); this one covers a table renamed in between.
+	 */
+	zdm_claim_relations(st->migration, list_make1_oid(relid), &stats);
+	zdm_lock_stats_add(&st->claim, &stats);
 	zdm_lock_relations(st->migration, list_make1_oid(relid), AccessShareLock, &stats);
 	rel = try_relation_open(relid, NoLock);
 	if (rel == NULL)
@@ -1262,6 +1273,67 @@ static const char *const op_unsupported[] = {
 	"rename_constraint", "sql", "set_replica_identity", NULL
 };
 
+/*
+ * Claim every existing table the operations name (their "table"), all at
+ * once, before table_work locks any of them: a migration that claimed its
+ * tables one by one could hold one while waiting for another's, and two
+ * such migrations would wait for each other.  Malformed operations are
+ * skipped here; expand_check_operations reports them.
+ */
+static void
+expand_claim_tables(ExpandState *st, JsonbContainer *root)
+{
+	JsonbValue *ops = getKeyJsonValueFromContainer(root, "operations", strlen("operations"), NULL);
+	List	   *relids = NIL;
+	ZdmLockStats stats;
+
+	if (ops == NULL || ops->type != jbvBinary || !JsonContainerIsArray(ops->val.binary.data))
+		return;
+	for (int i = 0; i < JsonContainerSize(ops->val.binary.data); i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(ops->val.binary.data, i);
+		JsonbIterator *it;
+		JsonbValue	key;
+		JsonbValue *body;
+		JsonbValue *table;
+		const OpKind *kind = NULL;
+		char	   *opname;
+		bool		names_table = false;
+		RangeVar   *rv;
+		Oid			relid;
+
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data) ||
+			JsonContainerSize(v->val.binary.data) != 1)
+			continue;
+		it = JsonbIteratorInit(v->val.binary.data);
+		(void) JsonbIteratorNext(&it, &key, true);	/* WJB_BEGIN_OBJECT */
+		(void) JsonbIteratorNext(&it, &key, true);	/* WJB_KEY */
+		opname = pnstrdup(key.val.string.val, key.val.string.len);
+		for (const OpKind *k = op_kinds; k->name != NULL; k++)
+			if (strcmp(opname, k->name) == 0)
+				kind = k;
+		/* The kinds that work on an existing table name it "table". */
+		for (const char *const *k = kind ? kind->keys : NULL; k && *k; k++)
+			names_table = names_table || strcmp(*k, "table") == 0;
+		if (!names_table)
+			continue;
+		body = getKeyJsonValueFromContainer(v->val.binary.data, opname, strlen(opname), NULL);
+		if (body->type != jbvBinary || !JsonContainerIsObject(body->val.binary.data))
+			continue;
+		table = getKeyJsonValueFromContainer(body->val.binary.data, "table", strlen("table"), NULL);
+		if (table == NULL || table->type != jbvString)
+			continue;
+		/* Resolved as table_work resolves it. */
+		rv = makeRangeVar(st->schema ? pstrdup(st->schema) : NULL,
+						  pnstrdup(table->val.string.val, table->val.string.len), -1);
+		relid = RangeVarGetRelid(rv, NoLock, true);
+		if (OidIsValid(relid))
+			relids = list_append_unique_oid(relids, relid);
+	}
+	zdm_claim_relations(st->migration, relids, &stats);
+	zdm_lock_stats_add(&st->claim, &stats);
+}
+
 static void
 expand_check_operations(ExpandState *st, JsonbContainer *ops)
 {
@@ -1351,6 +1423,8 @@ expand_apply(ExpandState *st)
 			relids = lappend_oid(relids, tw->relid);
 	}
 	zdm_lock_relations(st->migration, relids, AccessExclusiveLock, &stats);
+	/* The first statement on a table is charged with the claims' wait too. */
+	zdm_lock_stats_add(&stats, &st->claim);
 
 	foreach(lc, st->schemas)
 	{
@@ -1501,6 +1575,8 @@ zdm_expand(PG_FUNCTION_ARGS)
 				 errmsg("migration \"%s\": schema \"%s\" does not exist", name, st.schema),
 				 errhint("Create the schema first, or correct \"schema\".")));
 	st.search_path = GetConfigOptionByName("search_path", NULL, false);
+	/* before the versions: a migration waited for may have added one */
+	expand_claim_tables(&st, &definition->root);
 	resolve_versions(&st, &definition->root);
 	ops = zdm_json_array(&st.ctx, &definition->root, "operations", true);
 	expand_check_operations(&st, ops);

@@ -17,6 +17,18 @@
  * one that failed last time); the others must be free at once.  So zdm
  * never holds one table's lock while it waits for another's.
  *
+ * The same machinery takes zdm's claims on tables: a transaction-level
+ * advisory lock per table (zdm's key space, the table's OID, sub-key
+ * ZDM_ADVISORY_TABLE_CLAIM) that every expand, contract and rollback takes
+ * before any lock on the table itself.  Two migrations of one table would
+ * otherwise both hold a weak lock (expand validates under ACCESS SHARE,
+ * contract verifies and validates under ACCESS SHARE and SHARE UPDATE
+ * EXCLUSIVE) and then both ask for ACCESS EXCLUSIVE: a lock upgrade that
+ * deadlocks.  With the claim, the second one waits holding nothing on the
+ * table, and starts its checks once the first has committed.  The claim
+ * conflicts with nothing but other zdm steps, so clients never queue
+ * behind it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "zdm.h"
@@ -36,6 +48,16 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+
+/* One call's locks: every relation in one table lock mode, or claims. */
+typedef struct LockSet
+{
+	const char *migration;
+	Oid		   *relids;
+	int			n;
+	LOCKMODE	mode;			/* table lock mode, unless claim */
+	bool		claim;			/* zdm's claims on the tables instead */
+} LockSet;
 
 static const char *
 lockmode_label(LOCKMODE mode)
@@ -69,13 +91,34 @@ zdm_lock_timeout_push(void)
 }
 
 /*
- * One attempt: lock relids[first] waiting at most lock_timeout, then the
- * others without waiting.  Returns InvalidOid on success (locks kept by
- * the caller's transaction), else the relation that was not available
+ * Lock one member of the set: waiting (up to lock_timeout, which then
+ * raises lock_not_available), or only if it is free at once.
+ */
+static bool
+lock_member(const LockSet *set, Oid relid, bool wait)
+{
+	if (set->claim)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, relid,
+							 ZDM_ADVISORY_TABLE_CLAIM);
+		return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+	}
+	if (!wait)
+		return ConditionalLockRelationOid(relid, set->mode);
+	LockRelationOid(relid, set->mode);
+	return true;
+}
+
+/*
+ * One attempt: lock set->relids[first] waiting at most lock_timeout, then
+ * the others without waiting.  Returns InvalidOid on success (locks kept
+ * by the caller's transaction), else the relation that was not available
  * (the attempt's locks released).
  */
 static Oid
-lock_attempt(Oid *relids, int n, int first, LOCKMODE mode)
+lock_attempt(const LockSet *set, int first)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -88,15 +131,15 @@ lock_attempt(Oid *relids, int n, int first, LOCKMODE mode)
 	{
 		int			level = zdm_lock_timeout_push();
 
-		busy = relids[first];
-		LockRelationOid(relids[first], mode);
+		busy = set->relids[first];
+		(void) lock_member(set, set->relids[first], true);
 		busy = InvalidOid;
-		for (int i = 0; i < n && !OidIsValid(busy); i++)
+		for (int i = 0; i < set->n && !OidIsValid(busy); i++)
 		{
 			if (i == first)
 				continue;
-			if (!ConditionalLockRelationOid(relids[i], mode))
-				busy = relids[i];
+			if (!lock_member(set, set->relids[i], false))
+				busy = set->relids[i];
 		}
 		zdm_guc_pop(level);
 
@@ -127,71 +170,85 @@ lock_attempt(Oid *relids, int n, int first, LOCKMODE mode)
 	return busy;
 }
 
+/* The budget is spent: fail, naming the table we could not have. */
+static void
+report_budget_spent(const LockSet *set, Oid busy, const ZdmLockStats *stats)
+{
+	char	   *relname = get_rel_name(busy);
+
+	if (set->claim)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("migration \"%s\": table \"%s\" was still being migrated by another session after %d ms",
+						set->migration, relname ? relname : "?", zdm_lock_budget_ms),
+				 errdetail("%d attempts, each waiting at most %d ms (zdm.lock_timeout) for zdm's claim on the table; nothing was changed.",
+						   stats->attempts, zdm_lock_timeout_ms),
+				 errhint("Another migration's expand, contract or rollback of the table has not committed yet "
+						 "(see pg_locks: advisory, objid %u, objsubid %d); "
+						 "run the step again once it has, or raise zdm.lock_budget.",
+						 busy, ZDM_ADVISORY_TABLE_CLAIM)));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("migration \"%s\": could not lock table \"%s\" in %s mode within %d ms",
+					set->migration, relname ? relname : "?", lockmode_label(set->mode),
+					zdm_lock_budget_ms),
+			 errdetail("%d attempts, each waiting at most %d ms (zdm.lock_timeout); nothing was changed.",
+					   stats->attempts, zdm_lock_timeout_ms),
+			 errhint("Another session holds a conflicting lock (see pg_locks); "
+					 "run the step again later, or raise zdm.lock_budget.")));
+}
+
 /*
- * Acquire mode on every relation in relids, for the rest of the caller's
+ * Acquire every member of the set for the rest of the caller's
  * transaction, retrying as the file header describes.  Fails with
  * lock_not_available once zdm.lock_budget is spent.
  */
-void
-zdm_lock_relations(const char *migration, List *relids, LOCKMODE mode,
-				   ZdmLockStats *stats)
+static void
+lock_set(LockSet *set, ZdmLockStats *stats)
 {
 	TimestampTz start = GetCurrentTimestamp();
-	int			n = list_length(relids);
-	Oid		   *arr;
 	int			first = 0;
-	int			i = 0;
-	ListCell   *lc;
 
 	stats->attempts = 0;
 	stats->wait_ms = 0;
-	if (n == 0)
+	if (set->n == 0)
 		return;
-
-	arr = palloc(sizeof(Oid) * n);
-	foreach(lc, relids)
-		arr[i++] = lfirst_oid(lc);
 
 	for (;;)
 	{
 		Oid			busy;
 		double		elapsed;
 		double		delay;
+		char	   *relname;
 
 		CHECK_FOR_INTERRUPTS();
 		stats->attempts++;
-		busy = lock_attempt(arr, n, first, mode);
+		busy = lock_attempt(set, first);
 		if (!OidIsValid(busy))
 			break;
 
 		elapsed = zdm_ms_since(start);
 		if (elapsed >= zdm_lock_budget_ms)
-		{
-			char	   *relname = get_rel_name(busy);
-
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("migration \"%s\": could not lock table \"%s\" in %s mode within %d ms",
-							migration, relname ? relname : "?", lockmode_label(mode),
-							zdm_lock_budget_ms),
-					 errdetail("%d attempts, each waiting at most %d ms (zdm.lock_timeout); nothing was changed.",
-							   stats->attempts, zdm_lock_timeout_ms),
-					 errhint("Another session holds a conflicting lock (see pg_locks); "
-							 "run the step again later, or raise zdm.lock_budget.")));
-		}
+			report_budget_spent(set, busy, stats);
 
 		/* The busy table is the one to wait for next time. */
-		for (i = 0; i < n; i++)
-			if (arr[i] == busy)
+		for (int i = 0; i < set->n; i++)
+			if (set->relids[i] == busy)
 				first = i;
 
 		delay = Min((double) zdm_lock_backoff_max_ms,
 					10.0 * pow(2.0, Min(stats->attempts, 16)));
 		delay *= 0.5 + 0.5 * pg_prng_double(&pg_global_prng_state);
 		delay = Min(delay, zdm_lock_budget_ms - elapsed);
-		ereport(LOG,
-				(errmsg("zdm: migration \"%s\": lock on \"%s\" not available (attempt %d), retrying in %.0f ms",
-						migration, get_rel_name(busy), stats->attempts, delay)));
+		relname = get_rel_name(busy);
+		if (set->claim)
+			ereport(LOG,
+					(errmsg("zdm: migration \"%s\": table \"%s\" is being migrated by another session (attempt %d), retrying in %.0f ms",
+							set->migration, relname ? relname : "?", stats->attempts, delay)));
+		else
+			ereport(LOG,
+					(errmsg("zdm: migration \"%s\": lock on \"%s\" not available (attempt %d), retrying in %.0f ms",
+							set->migration, relname ? relname : "?", stats->attempts, delay)));
 		if (delay >= 1)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -200,6 +257,73 @@ zdm_lock_relations(const char *migration, List *relids, LOCKMODE mode,
 		}
 	}
 	stats->wait_ms = zdm_ms_since(start);
+}
+
+/* The relids of a list as a LockSet's array, duplicates left out. */
+static void
+lock_set_init(LockSet *set, const char *migration, List *relids)
+{
+	ListCell   *lc;
+
+	set->migration = migration;
+	set->relids = palloc(sizeof(Oid) * Max(list_length(relids), 1));
+	set->n = 0;
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		bool		seen = false;
+
+		for (int i = 0; i < set->n; i++)
+			seen = seen || set->relids[i] == relid;
+		if (!seen)
+			set->relids[set->n++] = relid;
+	}
+}
+
+/*
+ * Acquire mode on every relation in relids, for the rest of the caller's
+ * transaction, retrying as the file header describes.
+ */
+void
+zdm_lock_relations(const char *migration, List *relids, LOCKMODE mode,
+				   ZdmLockStats *stats)
+{
+	LockSet		set;
+
+	lock_set_init(&set, migration, relids);
+	set.mode = mode;
+	set.claim = false;
+	lock_set(&set, stats);
+}
+
+/*
+ * Acquire zdm's claim on every relation in relids (see the file header),
+ * for the rest of the caller's transaction.  Take it before any lock on
+ * the tables themselves, all of a step's tables at once: a claim waited
+ * for while holding a lock on the table would bring the deadlock back.
+ */
+void
+zdm_claim_relations(const char *migration, List *relids, ZdmLockStats *stats)
+{
+	LockSet		set;
+
+	lock_set_init(&set, migration, relids);
+	set.mode = NoLock;
+	set.claim = true;
+	lock_set(&set, stats);
+}
+
+/*
+ * Charge the locks of an earlier call to the statement that follows: its
+ * wait, and each failed attempt as one more attempt.
+ */
+void
+zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier)
+{
+	if (earlier->attempts == 0)
+		return;
+	into->wait_ms += earlier->wait_ms;
+	into->attempts += earlier->attempts - (into->attempts > 0 ? 1 : 0);
 }
 
 /*

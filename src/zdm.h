@@ -27,6 +27,14 @@
 /* Advisory-lock key space of zdm (the first key of the two-int form). */
 #define ZDM_ADVISORY_KEYSPACE	0x7A646D	/* "zdm" */
 
+/*
+ * The last key (objsubid in pg_locks) of zdm's advisory locks: 2 is a
+ * migration's own lock (objid a hash of its name), 3 the database's
+ * backfill worker (objid 0), and this one zdm's claim on a table (objid
+ * its OID; locks.c).  SQL's advisory functions use only 1 and 2.
+ */
+#define ZDM_ADVISORY_TABLE_CLAIM	4
+
 /* GUCs (zdm.c) */
 extern int	zdm_lock_timeout_ms;
 extern int	zdm_lock_budget_ms;
@@ -126,6 +134,9 @@ typedef struct ZdmLockStats
 
 extern void zdm_lock_relations(const char *migration, List *relids,
 							   LOCKMODE mode, ZdmLockStats *stats);
+extern void zdm_claim_relations(const char *migration, List *relids,
+								ZdmLockStats *stats);
+extern void zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier);
 extern bool zdm_try_migration_lock(const char *migration);
 extern int	zdm_lock_timeout_push(void);
 
@@ -133,8 +144,11 @@ extern int	zdm_lock_timeout_push(void);
 
 extern void zdm_run_ddl(const char *migration, const char *phase,
 						const char *sql, const ZdmLockStats *lock);
+extern void zdm_claim_plan(const char *migration, Jsonb *plan,
+						   const char *section, ZdmLockStats *stats);
 extern void zdm_run_plan_steps(const char *migration, const char *phase,
-							   Jsonb *plan, const char *section);
+							   Jsonb *plan, const char *section,
+							   const ZdmLockStats *claimed);
 
 /* ---- catalog.c: zdm.migrations and zdm.migration_log ---- */
 
