@@ -22,7 +22,7 @@ SELECT zt.shape('orders');
 SELECT count(*) FROM zdm.migrations;
 
 -- While a transaction expands, the migration's advisory lock is held
--- (zdm's key space, a hash of the name, sub-key 2), and so is zdm's claim
+-- (zdm's key space, a hash of the name, sub-key 5), and so is zdm's claim
 -- on the table (its OID, sub-key 4); a second call in the same
 -- transaction is a no-op.
 BEGIN;

@@ -187,7 +187,7 @@ worker_locktag(void)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, 0, 3);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, 0, ZDM_ADVISORY_WORKER);
 	return tag;
 }
 

@@ -28,12 +28,14 @@
 #define ZDM_ADVISORY_KEYSPACE	0x7A646D	/* "zdm" */
 
 /*
- * The last key (objsubid in pg_locks) of zdm's advisory locks: 2 is a
- * migration's own lock (objid a hash of its name), 3 the database's
- * backfill worker (objid 0), and this one zdm's claim on a table (objid
- * its OID; locks.c).  SQL's advisory functions use only 1 and 2.
+ * The last key (objsubid in pg_locks) of zdm's advisory locks.  SQL's
+ * advisory functions use only 1 and 2, so no role can take or hold one of
+ * these: a role that could hold a migration's lock could make every
+ * zdm.expand() of it return false ("being expanded by another session").
  */
-#define ZDM_ADVISORY_TABLE_CLAIM	4
+#define ZDM_ADVISORY_WORKER			3	/* the database's backfill worker; objid 0 */
+#define ZDM_ADVISORY_TABLE_CLAIM	4	/* a claim on a table; objid its OID (locks.c) */
+#define ZDM_ADVISORY_MIGRATION		5	/* a migration's own lock; objid a hash of its name */
 
 /* GUCs (zdm.c) */
 extern int	zdm_lock_timeout_ms;

@@ -138,12 +138,20 @@ sub run_suite
 
 	# ---- 2. the migration role, with its one grant ----
 
+	# A role that holds the advisory lock SQL can reach at the migration's
+	# key (zdm's key space, the hash of its name) cannot make expand skip.
+	my $holder = $node->background_psql('postgres', extra_params => [ '-U', 'nobody' ]);
+	$holder->query_safe("SELECT pg_advisory_lock(8021101, hashtext('m_qty'))");
+
 	succeeds(
 		$node, 'migrator', q{
 		SELECT zdm.expand('m_qty', '{"versions": {"old": "v3", "new": "v4"},
 			"operations": [{"alter_column": {"table": "orders", "column": "qty",
 				"type": "integer", "up": "qty::integer", "down": "qty::text"}}]}');
 	}, "$tag: migrator expands a migration with API versions");
+	$holder->quit;
+	is($node->safe_psql('postgres', "SELECT phase FROM zdm.migrations WHERE name = 'm_qty'"),
+		'expanded', "$tag: another role's advisory lock at the migration's key did not make it skip");
 	succeeds(
 		$node, 'migrator', q{
 		SELECT zdm.expand('m_label', '{"operations": [{"alter_column": {"table": "items",
