@@ -330,7 +330,8 @@ zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier)
  * Try the transaction-level advisory lock of a migration: exactly one
  * session applies a migration at a time, and a crash or rollback releases
  * it.  Never waits.  The lock shows in pg_locks as an advisory lock with
- * classid ZDM_ADVISORY_KEYSPACE and objid a hash of the name.
+ * classid ZDM_ADVISORY_KEYSPACE, objid a hash of the name and objsubid
+ * ZDM_ADVISORY_MIGRATION, which no SQL function can take.
  */
 bool
 zdm_try_migration_lock(const char *migration)
@@ -338,6 +339,6 @@ zdm_try_migration_lock(const char *migration)
 	LOCKTAG		tag;
 	uint32		key = hash_bytes((const unsigned char *) migration, strlen(migration));
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, key, 2);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, key, ZDM_ADVISORY_MIGRATION);
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
