@@ -192,6 +192,9 @@ zdm_use_version(PG_FUNCTION_ARGS)
 	(void) set_config_option("search_path", sp.data, PGC_USERSET, PGC_S_SESSION,
 							 action, true, 0, false);
 
+	/* this statement is the declared version's, not the one before */
+	zdm_telemetry_declared();
+
 	PG_RETURN_TEXT_P(cstring_to_text(sp.data));
 }
 
