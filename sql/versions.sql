@@ -35,6 +35,50 @@ SELECT id, legacy_status, status FROM vs_orders ORDER BY id;
 -- Unknown versions, and bad calls.
 SELECT zt.try($$SELECT zdm.use_version('v9')$$);
 SELECT zt.try($$SELECT zdm.use_version(NULL)$$);
+SELECT zt.try($$SELECT zdm.use_version('v4', NULL)$$);
+
+-- Declared for one transaction (is_local), as a client behind a pooler in
+-- transaction mode does: the version and its search_path end with the
+-- transaction, committed or rolled back, and what the session had is back.
+BEGIN;
+SELECT zdm.use_version('v3', true);
+SHOW zdm.api_version;
+SELECT * FROM vs_orders WHERE id = 2;
+-- the trigger believes it: a write of both columns is v3's
+UPDATE public.vs_orders SET legacy_status = 'returned', status = 'IGNORED' WHERE id = 2;
+COMMIT;
+SHOW zdm.api_version;
+SHOW search_path;
+SELECT id, legacy_status, status FROM vs_orders WHERE id = 2;
+SELECT zdm.use_version('v4');
+BEGIN;
+SELECT zdm.use_version('v3', is_local => true);
+SELECT * FROM vs_orders WHERE id = 2;
+ROLLBACK;
+SHOW zdm.api_version;
+SHOW search_path;
+-- a transaction that fails ends it too
+BEGIN;
+SELECT zdm.use_version('v3', true);
+SELECT 1 / 0;
+ROLLBACK;
+SHOW zdm.api_version;
+RESET zdm.api_version;
+RESET search_path;
+-- two declarations in one transaction: the last one holds, and both end with it
+BEGIN;
+SELECT zdm.use_version('v3', true);
+SELECT zdm.use_version('v4', true);
+SHOW zdm.api_version;
+COMMIT;
+SHOW zdm.api_version;
+SHOW search_path;
+-- Outside a transaction block the declaration ends with its statement.
+SELECT zdm.use_version('v4', true);
+SHOW zdm.api_version;
+-- Several statements of one query string are one transaction.
+SELECT zdm.use_version('v4', true) IS NOT NULL AS declared \; SHOW zdm.api_version;
+SHOW zdm.api_version;
 
 -- A migration without "versions" retires none; "old" defaults to the last
 -- "new"; a version name clashing with a schema that is not zdm's is refused.

@@ -224,3 +224,26 @@ GRANT EXECUTE ON FUNCTION zdm.metrics(), zdm.pending_traffic(), zdm.gate_since()
                           zdm.routing_map(text, text, text)
     TO pg_monitor;
 GRANT SELECT ON zdm.status, zdm.api_version_distribution TO pg_monitor;
+
+/* ---- Connection poolers: a version declared for one transaction ---- */
+
+/*
+ * Behind a pooler in transaction mode (pgbouncer's pool_mode =
+ * transaction), one server connection serves many clients in turn: a
+ * version declared for the session stays on the connection for whichever
+ * client runs next.  With is_local, the declaration (zdm.api_version and
+ * the search_path it sets) lasts for the current transaction only, as
+ * set_config(..., true) does.  The one-argument form is replaced:
+ * zdm.use_version('v4') still declares for the session.  Application
+ * roles call it, so PUBLIC keeps EXECUTE.
+ */
+DROP FUNCTION zdm.use_version(text);
+CREATE FUNCTION zdm.use_version(version text, is_local boolean DEFAULT false)
+RETURNS text
+AS 'MODULE_PATHNAME', 'zdm_use_version'
+LANGUAGE C;
+
+COMMENT ON FUNCTION zdm.use_version(text, boolean) IS
+    'declare the API version of this session, or with is_local of the current transaction: sets zdm.api_version and search_path';
+
+GRANT EXECUTE ON FUNCTION zdm.use_version(text, boolean) TO PUBLIC;

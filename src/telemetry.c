@@ -16,12 +16,22 @@
  *				ProcessUtility and the planner raise a nesting level, so the
  *				queries of functions, of EXECUTE or of EXPLAIN ANALYZE, and
  *				those the planner runs to fold constants, are not counted
- *				again.  A backend remembers its slot and looks it up again
- *				only when its database or declared version changes; the
- *				per-statement cost is one atomic add, with no lock.  Slots
- *				are created under an LWLock and never freed while the server
- *				runs.  Once the table is full, a database's new versions are
- *				counted together as version "(overflow)" (logged once).
+ *				again.  A statement counts under the version in force when
+ *				it starts: zdm.api_version is read for every statement, so
+ *				a declaration for one transaction (zdm.use_version(v,
+ *				true), SET LOCAL) counts that transaction's statements and
+ *				no others.  Two kinds are set apart, for the clients of a
+ *				pooler in transaction mode, which declare their version
+ *				after BEGIN: transaction control (BEGIN, COMMIT, SAVEPOINT,
+ *				...) frames requests and is not counted, and the statement
+ *				that calls zdm.use_version() moves its count to the version
+ *				it declares (zdm_telemetry_declared).  A backend remembers
+ *				its slot and looks it up again only when its database or
+ *				declared version changes; the per-statement cost is one
+ *				atomic add, with no lock.  Slots are created under an LWLock
+ *				and never freed while the server runs.  Once the table is
+ *				full, a database's new versions are counted together as
+ *				version "(overflow)" (logged once).
  *
  *	flushing	zdm_telemetry_flush(), called by each database's background
  *				worker every zdm.launcher_naptime, moves the database's
@@ -132,6 +142,9 @@ static int	nesting_level = 0;
 static TelemetrySlot *counted_slot = NULL;
 static Oid	counted_dboid = InvalidOid;
 static char *counted_version = NULL;	/* copy of zdm.api_version */
+
+/* The slot the running top-level statement was counted into, or NULL. */
+static TelemetrySlot *statement_slot = NULL;
 
 /* Where counts go once nothing in shared memory is left: nowhere. */
 static TelemetrySlot uncounted_slot;
@@ -260,22 +273,64 @@ telemetry_attach(const char *version)
 }
 
 /*
- * Count one statement of this session.  The GUC machinery may reuse the
+ * The slot of the version now in force.  The GUC machinery may reuse the
  * memory of a freed value for a new one, so the value is compared, not
  * just the pointer.
  */
-static inline void
-telemetry_count(void)
+static inline TelemetrySlot *
+telemetry_current_slot(void)
 {
-	const char *version;
+	const char *version = zdm_api_version != NULL ? zdm_api_version : "";
 
-	if (!zdm_count_traffic || telemetry == NULL || MyBackendType != B_BACKEND)
-		return;
-	version = zdm_api_version != NULL ? zdm_api_version : "";
 	if (unlikely(counted_slot == NULL || counted_dboid != MyDatabaseId ||
 				 strcmp(counted_version, version) != 0))
 		telemetry_attach(version);
-	pg_atomic_fetch_add_u64(&counted_slot->requests, 1);
+	return counted_slot;
+}
+
+/* Count one top-level statement of this session (or, when off, none). */
+static inline void
+telemetry_count(void)
+{
+	statement_slot = NULL;
+	if (!zdm_count_traffic || telemetry == NULL || MyBackendType != B_BACKEND)
+		return;
+	statement_slot = telemetry_current_slot();
+	pg_atomic_fetch_add_u64(&statement_slot->requests, 1);
+}
+
+/*
+ * zdm.use_version() has just declared a version: the running top-level
+ * statement, counted under the version before, counts under the new one.
+ * Behind a pooler in transaction mode, a client that declares its version
+ * in each transaction would otherwise add one request to whatever the
+ * server connection had in force (undeclared, mostly) per transaction.
+ *
+ * Counts are taken by flushes without a lock, so the count is given back
+ * only if it is still there (a compare-and-swap that never goes below
+ * zero; counts of one slot are alike, so any of them will do).  If a flush
+ * took every count of the slot meanwhile, the statement stays counted
+ * where it was.
+ */
+void
+zdm_telemetry_declared(void)
+{
+	TelemetrySlot *from = statement_slot;
+	TelemetrySlot *to;
+	uint64		n;
+
+	if (from == NULL || telemetry == NULL)
+		return;
+	to = telemetry_current_slot();
+	if (to == from)
+		return;
+	n = pg_atomic_read_u64(&from->requests);
+	while (n > 0 && !pg_atomic_compare_exchange_u64(&from->requests, &n, n - 1))
+		;
+	if (n == 0)
+		return;
+	pg_atomic_fetch_add_u64(&to->requests, 1);
+	statement_slot = to;
 }
 
 /* ---- hooks: count each top-level statement once ---- */
@@ -358,8 +413,14 @@ telemetry_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 						 ParamListInfo params, QueryEnvironment *queryEnv,
 						 DestReceiver *dest, QueryCompletion *qc)
 {
+	/* transaction control frames requests: it is not one */
 	if (nesting_level == 0 && context == PROCESS_UTILITY_TOPLEVEL)
-		telemetry_count();
+	{
+		if (IsA(pstmt->utilityStmt, TransactionStmt))
+			statement_slot = NULL;
+		else
+			telemetry_count();
+	}
 
 	nesting_level++;
 	PG_TRY();

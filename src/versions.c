@@ -24,10 +24,18 @@
  * write: a client still pinned to the old version fails loudly instead of
  * reading silently wrong data.
  *
+ * A client declares its version with zdm.use_version() for its session, or
+ * with is_local for the current transaction only (as set_config() does).
+ * Behind a pooler in transaction mode a server connection serves many
+ * clients in turn, and a session-level declaration stays on it for the
+ * next client; a transaction-local one ends with the transaction that made
+ * it, whoever runs the next.
+ *
  *-------------------------------------------------------------------------
  */
 #include "zdm.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -82,23 +90,40 @@ live_versions(void)
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
+/*
+ * zdm.use_version(version, is_local): set zdm.api_version and put the
+ * version's schema first on search_path, for the session or, with
+ * is_local, for the current transaction.  Also called through the
+ * one-argument declaration of zdm 0.3 to 0.5, until ALTER EXTENSION.
+ */
 Datum
 zdm_use_version(PG_FUNCTION_ARGS)
 {
 	char	   *version;
+	bool		is_local = false;
 	char	   *schema = NULL;
 	char	   *retired_by = NULL;
 	char	   *path;
 	List	   *elems;
 	ListCell   *lc;
 	StringInfoData sp;
+	GucAction	action;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("API version must not be null"),
-				 errhint("Call zdm.use_version('v4') once per connection.")));
+				 errhint("Call zdm.use_version('v4') once per connection, or zdm.use_version('v4', true) once per transaction.")));
 	version = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (PG_NARGS() > 1)
+	{
+		if (PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("is_local of API version \"%s\" must not be null", version),
+					 errhint("Pass true to declare the version for the current transaction, false for the session.")));
+		is_local = PG_GETARG_BOOL(1);
+	}
 
 	SPI_connect();
 	if (!zdm_version_lookup(version, &schema, &retired_by))
@@ -148,10 +173,28 @@ zdm_use_version(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 
+	/*
+	 * Outside a transaction block the transaction is the statement itself:
+	 * the declaration would be gone before the client's next statement.
+	 * SET LOCAL warns the same way.
+	 */
+	if (is_local && !IsTransactionBlock())
+		ereport(WARNING,
+				(errcode(ERRCODE_NO_ACTIVE_SQL_TRANSACTION),
+				 errmsg("API version \"%s\" declared for a transaction that ends with this statement", version),
+				 errhint("Call zdm.use_version(%s, true) after BEGIN, in the transaction whose statements it declares.",
+						 quote_literal_cstr(version))));
+
+	/* as set_config(name, value, is_local) does */
+	action = is_local ? GUC_ACTION_LOCAL : GUC_ACTION_SET;
 	(void) set_config_option("zdm.api_version", version, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SET, true, 0, false);
+							 action, true, 0, false);
 	(void) set_config_option("search_path", sp.data, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SET, true, 0, false);
+							 action, true, 0, false);
+
+	/* this statement is the declared version's, not the one before */
+	zdm_telemetry_declared();
+
 	PG_RETURN_TEXT_P(cstring_to_text(sp.data));
 }
 

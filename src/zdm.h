@@ -288,6 +288,7 @@ extern void zdm_inline_strip(struct QueryDesc *queryDesc);
 extern char *zdm_api_version;	/* GUC zdm.api_version: the session's declared version */
 extern void zdm_telemetry_init(void);
 extern void zdm_telemetry_flush(void);
+extern void zdm_telemetry_declared(void);
 extern void zdm_traffic_add(Datum versions, Datum requests, TimestampTz at, const char *source);
 
 /* ---- zdm.c ---- */
