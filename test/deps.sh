@@ -14,7 +14,7 @@ packages=(
     libipc-run-perl             # PostgreSQL::Test::Cluster (TAP)
     gnuplot-nox                 # benchmark plots
     prometheus                  # promtool checks zdm.metrics()
-    pgbouncer                   # t/014_poolers: zdm behind a pooler in transaction mode
+    pgbouncer                   # t/015_poolers: zdm behind a pooler in transaction mode
 )                               # (the test runs a pgbouncer of its own, not the package's service)
 
 missing=()
