@@ -23,8 +23,14 @@ ifdef ZDM_WERROR
 PG_CPPFLAGS += -Werror
 endif
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# On a fresh machine pg_config is not there yet: the entry points below
+# install it (test/deps.sh), so only the build itself needs it now.
+PGXS := $(shell command -v $(PG_CONFIG) >/dev/null 2>&1 && $(PG_CONFIG) --pgxs)
+ifneq ($(PGXS),)
 include $(PGXS)
+else ifneq ($(filter-out deps demo test bench,$(or $(MAKECMDGOALS),all)),)
+$(error $(PG_CONFIG) not found: run "bash test/deps.sh" (it installs postgresql-server-dev-15), or set PG_CONFIG)
+endif
 
 # Every C file includes the shared header: rebuild them all when it changes.
 $(OBJS): src/zdm.h
@@ -35,12 +41,14 @@ $(OBJS): src/zdm.h
 deps:
 	bash test/deps.sh
 
-# A throwaway cluster under ./tmp running the seed's orders migration.
-demo: deps
+# A throwaway cluster running the seed's orders migration (the script
+# installs what is missing itself, as the README's set-up says).
+demo:
 	bash test/demo/run.sh
 
 # Every suite (pg_regress, isolation, TAP); last line "N passed, N failed".
-test: deps
+# The script installs what is missing itself.
+test:
 	bash test/run.sh
 
 bench: deps

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # test/deps.sh: install the Debian packages that building zdm, its tests,
 # the demo and the benchmarks need.  A fast no-op when all are present.
+# test/run.sh and test/demo/run.sh call it first, so on a fresh Debian 12
+# (no make yet) they are the whole set-up; `make deps` runs it too.
+#
+# apt's own output goes to ./tmp/deps-apt.log (shown only if apt fails).
 #
 # postgresql-contrib-15 is not a package of its own on Debian 12: the
-# postgresql-15 package provides it.
+# postgresql-15 package provides it.  Installing postgresql-15 also makes
+# Debian create (and, under systemd, start) a system cluster "15 main" on
+# port 5432; zdm's demo and tests never use it.
 set -euo pipefail
 
 packages=(
@@ -11,7 +17,7 @@ packages=(
     postgresql-15               # server binaries for the temporary instances
     postgresql-client-15        # psql, pg_regress, pg_isolation_regress, TAP modules
     postgresql-server-dev-15    # PGXS and the server headers
-    libipc-run-perl             # PostgreSQL::Test::Cluster (TAP)
+    perl libipc-run-perl        # prove, PostgreSQL::Test::Cluster (TAP)
     gnuplot-nox                 # benchmark plots
     prometheus                  # promtool checks zdm.metrics()
     pgbouncer                   # t/015_poolers: zdm behind a pooler in transaction mode
@@ -25,9 +31,26 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null ||
+        { echo "deps: ${missing[*]} missing; run this as root (there is no sudo)" >&2; exit 1; }
+    sudo=(sudo)
+fi
+
+log_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tmp
+mkdir -p "$log_dir"
+log=$log_dir/deps-apt.log
+: >"$log"
+run_apt() {
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q \
+        -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 "$@" </dev/null >>"$log" 2>&1 || {
+        echo "deps: apt-get $1 FAILED; the end of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    }
+}
+t0=$(date +%s)
+echo "deps: installing ${missing[*]} (apt's output: $log)"
+run_apt update
+run_apt install -y --no-install-recommends "${missing[@]}"
+echo "deps: installed in $(( $(date +%s) - t0 )) s"

@@ -20,9 +20,17 @@ unset PGHOST PGHOSTADDR PGPORT PGDATABASE PGUSER PGPASSWORD PGSERVICE \
 
 # Run a command as the OS user that owns the test clusters.  HOME points at
 # a folder that user can read, so psql and perl find no root-only dotfiles.
+# The command runs in the current folder when it lies in $ZDM_PG_HOME (the
+# work folder, which that user owns), else in $ZDM_PG_HOME itself: from a
+# folder it cannot enter (a clone under /root) every PostgreSQL program
+# prints 'could not change directory to "...": Permission denied'.
 as_pg() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- env HOME="${ZDM_PG_HOME:-/tmp}" "$@"
+        local home=${ZDM_PG_HOME:-/tmp}
+        case "$PWD/" in
+            "$home"/*) runuser -u postgres -- env HOME="$home" "$@" ;;
+            *) (cd "$home" && exec runuser -u postgres -- env HOME="$home" "$@") ;;
+        esac
     else
         "$@"
     fi

@@ -11,8 +11,20 @@
 #   bash test/run.sh regress tap     # only some suites
 #   ZDM_TAP='007_*' bash test/run.sh tap   # only some TAP files
 #
-# Outputs stay under ./tmp/test (results/, regression.diffs, TAP logs).
+# Outputs stay under ./tmp/test (results/, regression.diffs, TAP logs), or
+# /tmp/zdm-test when the postgres OS user cannot reach ./tmp (a clone in
+# /root).  test/deps.sh runs first and installs what is missing.
 set -uo pipefail
+
+# A fresh Debian has nothing of what follows, not even make: install it
+# first (a fast no-op when everything is there).
+if ! bash "$(dirname "${BASH_SOURCE[0]}")/deps.sh"; then
+    echo "test/deps.sh FAILED: no suite could run"
+    echo
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ZDM_ROOT" || exit 1
 
@@ -167,6 +179,14 @@ if [ ${#tap_files[@]} -gt 0 ]; then
     mkdir -p "$out" && chown postgres: "$out" 2>/dev/null
     for f in "${tap_files[@]}"; do
         t0=$(zdm_now)
+        # A TAP file must compile without a Perl warning: a warning printed
+        # on every run hides the ones that matter.
+        perl_warnings=$(cd "$out" && as_pg env \
+                PERL5LIB="$ZDM_PERL_LIB${PERL5LIB:+:$PERL5LIB}" \
+                perl -c "$work/input/t/$f" 2>&1 | grep -v ' syntax OK$')
+        if [ -n "$perl_warnings" ]; then
+            printf '%s: Perl warnings:\n%s\n' "$f" "$perl_warnings"
+        fi
         if (cd "$out" && as_pg env \
                 PATH="$ZDM_PG_BINDIR:$PATH" \
                 PERL5LIB="$ZDM_PERL_LIB${PERL5LIB:+:$PERL5LIB}" \
@@ -175,7 +195,13 @@ if [ ${#tap_files[@]} -gt 0 ]; then
                 PG_TEST_PORT_DIR="$out/portlock" \
                 PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-120}" \
                 prove "$work/input/t/$f") 2>&1 | tee "$out/prove_${f%.pl}.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
-            passed=$((passed + 1))
+            if [ -z "$perl_warnings" ]; then
+                passed=$((passed + 1))
+            else
+                failed=$((failed + 1))
+                failures+=("tap/$f")
+                failure_details+="tap/$f, Perl warnings:"$'\n'"$perl_warnings"$'\n'
+            fi
         else
             failed=$((failed + 1))
             failures+=("tap/$f")
@@ -184,6 +210,7 @@ if [ ${#tap_files[@]} -gt 0 ]; then
             [ -s "$log" ] || log=$out/prove_${f%.pl}.out
             failure_details+="tap/$f, the failed assertions:"$'\n'
             failure_details+=$(grep -E -A6 '^(\[[^]]*\](\([^)]*\))? *)?(not ok|# +Failed test)' "$log" | head -n 16)$'\n'
+            [ -z "$perl_warnings" ] || failure_details+="tap/$f, Perl warnings:"$'\n'"$perl_warnings"$'\n'
         fi
         echo "$f took $(zdm_elapsed "$t0" "$(zdm_now)") s"
     done

@@ -9,12 +9,17 @@
 # committed batches and verify checks them.  Every phase prints its
 # figures; the clients must see no error at all.
 #
-#   make demo                       # or: bash test/demo/run.sh
+#   bash test/demo/run.sh           # or: make demo
 #   ZDM_DEMO_ROWS=50000 ZDM_DEMO_BATCH=2000 bash test/demo/run.sh   (BATCH: the worker's first batch)
 #
-# The cluster lives under ./tmp/demo (server.log, the clients' output) and
-# is stopped at the end, whatever happens.
+# test/deps.sh runs first and installs what is missing (on a fresh Debian
+# 12: make, the compiler, PostgreSQL 15).  The cluster lives under
+# ./tmp/demo, or /tmp/zdm-demo when the postgres OS user cannot reach
+# ./tmp (a clone in /root); server.log and the clients' output stay there.
+# It is stopped at the end, whatever happens.
 set -euo pipefail
+bash "$(dirname "${BASH_SOURCE[0]}")/../deps.sh" ||
+    { printf 'demo FAILED: test/deps.sh could not install what the demo needs\n' >&2; exit 1; }
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ZDM_ROOT"
 export PGUSER=postgres

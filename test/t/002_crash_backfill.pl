@@ -89,13 +89,18 @@ sub check_checkpoint
 run_batches(3);
 my $session = open_batch();
 my $pid = $session->query_safe('SELECT pg_backend_pid()');
+my $offset = -s $node->logfile;
 kill 'KILL', $pid;
 eval { $session->quit; };
-# The postmaster restarts every backend; wait until it accepts queries.
+# The postmaster restarts every backend; wait until it has (a query alone
+# can get in before the postmaster has even noticed the crash), then until
+# it accepts queries.
+$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
+$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
 $node->poll_query_until('postgres', 'SELECT 1', '1')
   or die 'the server did not come back after the backend was killed';
 like(
-	slurp_file($node->logfile),
+	slurp_file($node->logfile, $offset),
 	qr/terminated by signal 9/,
 	'the postmaster saw the backend crash');
 check_checkpoint('after the backend was killed');

@@ -49,13 +49,13 @@ sub commits
 
 # ---------- counting ----------
 
-my $before = commits();
+my $commits0 = commits();
 $node->safe_psql('postgres', join('', map { "SELECT count(*) FROM hits;\n" } 1 .. 50));
-is(commits(), $before, 'read-only transactions are not counted');
+is(commits(), $commits0, 'read-only transactions are not counted');
 $node->safe_psql('postgres', join('', map { "INSERT INTO hits VALUES ($_);\n" } 1 .. 50));
-is(commits(), $before + 50, 'each client transaction that wrote is counted once');
+is(commits(), $commits0 + 50, 'each client transaction that wrote is counted once');
 $node->safe_psql('postgres', 'BEGIN; INSERT INTO hits VALUES (0); ROLLBACK;');
-is(commits(), $before + 50, 'a rolled-back transaction is not counted');
+is(commits(), $commits0 + 50, 'a rolled-back transaction is not counted');
 
 # ---------- pacing under client traffic ----------
 
