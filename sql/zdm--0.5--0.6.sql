@@ -167,3 +167,61 @@ GRANT EXECUTE ON FUNCTION zdm.metrics(), zdm.pending_traffic(), zdm.gate_since()
                           zdm.routing_map(text, text, text)
     TO pg_monitor;
 GRANT SELECT ON zdm.status, zdm.api_version_distribution TO pg_monitor;
+
+/*
+ * Monitoring (issue 14): one name for undeclared traffic, the contract
+ * gate as monitoring sees it.
+ */
+
+/*
+ * Traffic that declared no API version is "(undeclared)" everywhere: in
+ * zdm.api_traffic, zdm.pending_traffic(), the distribution and the
+ * metrics (it was '' in the first two).  The view still reads '' as
+ * "(undeclared)", for rows restored from a dump of an earlier version.
+ */
+UPDATE zdm.api_traffic SET version = '(undeclared)' WHERE version = '';
+
+CREATE OR REPLACE VIEW zdm.api_version_distribution AS
+WITH win AS (
+    SELECT zdm.gate_since() AS since
+), counts AS (
+    SELECT t.version, t.requests, t.bucket, t.bucket + interval '1 minute' AS seen_until, t.source
+      FROM zdm.api_traffic t, win
+     WHERE t.bucket >= date_trunc('minute', win.since)
+    UNION ALL
+    SELECT p.version, p.requests, date_trunc('minute', now()), now(), 'postgres'
+      FROM zdm.pending_traffic() p
+     WHERE p.requests > 0
+), per_version AS (
+    SELECT CASE WHEN version = '' THEN '(undeclared)' ELSE version END AS version,
+           least(sum(requests), 9223372036854775807)::bigint AS requests,
+           min(bucket) AS first_seen,
+           least(max(seen_until), now()) AS last_seen,
+           array_agg(DISTINCT source ORDER BY source) AS sources
+      FROM counts GROUP BY 1
+)
+SELECT version,
+       requests,
+       round(requests::numeric / nullif(sum(requests) OVER (), 0), 6) AS share,
+       first_seen, last_seen, sources
+  FROM per_version
+ ORDER BY requests DESC, version;
+
+/*
+ * What the contract gate would say now, for each migration that retires
+ * an API version and is not yet contracted or rolled back: the share is
+ * NULL without telemetry in zdm.gate_window; passes is share < threshold.
+ */
+CREATE FUNCTION zdm.contract_gate(OUT migration text, OUT phase text, OUT retires text,
+                                  OUT requests bigint, OUT total bigint,
+                                  OUT share double precision, OUT threshold double precision,
+                                  OUT passes boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'zdm_contract_gate'
+LANGUAGE C;
+
+COMMENT ON FUNCTION zdm.contract_gate() IS
+    'zdm: per migration retiring an API version, its share of requests against zdm.contract_threshold';
+
+REVOKE EXECUTE ON FUNCTION zdm.contract_gate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION zdm.contract_gate() TO zdm_migrator, pg_monitor;

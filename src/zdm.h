@@ -166,6 +166,13 @@ extern bool zdm_version_lookup(const char *version, char **schema, char **retire
 
 /* ---- gate.c ---- */
 
+/*
+ * The version traffic that declared none is counted under, by telemetry.c,
+ * in zdm.api_traffic and by every reader; zdm.record_traffic() accepts it
+ * for undeclared requests counted outside.
+ */
+#define ZDM_UNDECLARED_VERSION "(undeclared)"
+
 extern void zdm_gate_check(const char *name, const char *version_old, bool force);
 
 /* ---- backfill.c ---- */
