@@ -169,8 +169,9 @@ GRANT EXECUTE ON FUNCTION zdm.metrics(), zdm.pending_traffic(), zdm.gate_since()
 GRANT SELECT ON zdm.status, zdm.api_version_distribution TO pg_monitor;
 
 /*
- * Monitoring (issue 14): one name for undeclared traffic, the contract
- * gate as monitoring sees it.
+ * Monitoring and schema-only dumps (issue 14): one name for undeclared
+ * traffic, the contract gate as monitoring sees it, and the dual-write
+ * triggers with whether they dual-write.
  */
 
 /*
@@ -225,3 +226,32 @@ COMMENT ON FUNCTION zdm.contract_gate() IS
 
 REVOKE EXECUTE ON FUNCTION zdm.contract_gate() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION zdm.contract_gate() TO zdm_migrator, pg_monitor;
+
+/*
+ * Every dual-write trigger, the migration it works for, and whether it
+ * dual-writes: a trigger whose migration zdm does not know as live (a
+ * schema-only restore leaves zdm.migrations out) refuses writes instead,
+ * and a disabled one lets them through as they are.  Partitions' clones
+ * are left out: they follow their parent's.
+ */
+CREATE VIEW zdm.dual_write_triggers AS
+SELECT t.tgrelid::regclass AS relation,
+       t.tgname AS trigger,
+       a.migration,
+       m.phase,
+       t.tgenabled <> 'D' AS enabled,
+       coalesce(m.phase NOT IN ('contracted', 'rolled_back'), false) AND t.tgenabled <> 'D' AS dual_writing
+  FROM pg_catalog.pg_trigger t
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN t.tgnargs > 0
+                   THEN pg_catalog.convert_from(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1),
+                                                pg_catalog.current_setting('server_encoding'))
+              END AS migration) a
+  LEFT JOIN zdm.migrations m ON m.name = a.migration
+ WHERE t.tgfoid = 'zdm.dual_write()'::regprocedure
+   AND t.tgparentid = 0;
+
+COMMENT ON VIEW zdm.dual_write_triggers IS
+    'zdm: every dual-write trigger, its migration, and whether it dual-writes';
+
+GRANT SELECT ON zdm.dual_write_triggers TO zdm_migrator, pg_monitor;

@@ -363,6 +363,15 @@ zdm_metrics(PG_FUNCTION_ARGS)
 		prom_family(&out, "zdm_contract_gate_requests", "gauge",
 					"Requests the share is computed over, in zdm.gate_window (0: no telemetry, contract is refused).",
 					"migration", "version", 5);
+
+		zdm_state_query("SELECT coalesce(d.migration, ''), n.nspname || '.' || c.relname, d.dual_writing::int"
+						"  FROM zdm.dual_write_triggers d"
+						"  JOIN pg_catalog.pg_class c ON c.oid = d.relation"
+						"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+						" ORDER BY 1, 2", true, 0);
+		prom_family(&out, "zdm_dual_write_active", "gauge",
+					"1 for each dual-write trigger that dual-writes; 0 for one that refuses writes (zdm knows no live migration of its name) or is disabled.",
+					"migration", "table", 3);
 	}
 
 	/* What the backfill's pacing measures (pace.c), with shared_preload_libraries. */

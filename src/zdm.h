@@ -129,6 +129,8 @@ extern void zdm_check_name(const char *name, const char *func);
 extern void zdm_worker_flags(const char *name, bool *requested, bool *paused);
 extern void zdm_require_migration(const char *name, ZdmMigration *m,
 								  bool for_update);
+extern bool zdm_migration_live(const char *name);
+extern void zdm_refuse_leftovers(const char *name);
 
 /* ---- roles.c: whose rights zdm acts with ---- */
 
