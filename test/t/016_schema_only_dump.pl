@@ -17,7 +17,11 @@
 #     as not dual-writing, and so do the metrics that pg_monitor reads;
 #   - zdm.rollback and zdm.expand say what happened;
 #   - once zdm's state is restored (pg_dump --data-only --schema=zdm of
-#     the original), writes dual-write again and rollback works.
+#     the original), writes dual-write again and rollback works;
+#   - a schema-only restore followed by a data-only one that loads zdm's
+#     state first loads every row, and dual-writes;
+#   - following the other hint (drop the trigger and what the migration
+#     added), the application writes again.
 #
 # With and without shared_preload_libraries (with it, zdm plans UPDATEs
 # from a session's first statement on).
@@ -199,6 +203,26 @@ sub run_suite
 			"SELECT count(*) FROM zdm.dual_write_triggers;"
 			  . " SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'status_code' AND NOT attisdropped"),
 		"0\n0", "$tag: rolled back: no trigger, no new column");
+
+	# A schema-only restore, then a data-only one with zdm's state first:
+	# the rows load through working triggers, which convert those the
+	# backfill had not reached.
+	$node->command_ok([ 'pg_dump', '-a', '-Fc', '-d', $node->connstr('postgres'), '-f', "$dir/data.dump" ],
+		"$tag: pg_dump --data-only");
+	$node->safe_psql('postgres', 'CREATE DATABASE restored_split');
+	$node->command_ok([ 'pg_restore', '-d', $node->connstr('restored_split'), "$dir/schema.dump" ],
+		"$tag: split restore: the schema");
+	$node->command_ok([ 'pg_restore', '-a', '-n', 'zdm', '-d', $node->connstr('restored_split'), "$dir/data.dump" ],
+		"$tag: split restore: zdm's state");
+	$node->command_ok([ 'pg_restore', '-a', '-N', 'zdm', '-d', $node->connstr('restored_split'), "$dir/data.dump" ],
+		"$tag: split restore: the rest of the data");
+	is( $node->safe_psql('restored_split',
+			"SELECT count(*), count(status_code) FROM orders; SELECT phase FROM zdm.status WHERE name = '001_orders'"),
+		"1001|1001\nbackfilling", "$tag: split restore: every row, converted, and the state");
+	succeeds($node, 'restored_split', 'app', "UPDATE orders SET legacy_status = 'lost' WHERE id = 7",
+		"$tag: split restore: the application writes");
+	is($node->safe_psql('restored_split', 'SELECT status_code FROM orders WHERE id = 7'),
+		'LOST', "$tag: split restore: dual-written");
 
 	# Following the other hint: the migration given up by hand.
 	succeeds($node, 'restored_custom', 'migrator', q{
