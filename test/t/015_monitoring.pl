@@ -12,7 +12,8 @@
 #   - the alerting rules, run by promtool on the series scraped from each
 #     source, fire exactly the alerts the database's state calls for: the
 #     retired version is below the threshold, and a dual-write trigger
-#     whose migration zdm does not know refuses writes.
+#     whose migration zdm does not know refuses writes; without telemetry
+#     (a NaN share) none.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -181,7 +182,7 @@ is_deeply($from_exporter, $from_function, 'the exporter\'s zdm series are those 
 # minutes; it passes when the rules then fire exactly the alerts expected.
 sub alerts_fire
 {
-	my ($text, $what) = @_;
+	my ($text, $what, @expected) = @_;
 	my $series = '';
 	foreach my $line (split /\n/, $text)
 	{
@@ -205,17 +206,34 @@ $series
       - expr: 'count by (alertname, migration) (ALERTS{alertstate="firing"})'
         eval_time: 30m
         exp_samples:
-          - labels: '{alertname="ZdmRetiredVersionBelowThreshold",migration="001_orders"}'
-            value: 1
-          - labels: '{alertname="ZdmDualWriteInactive",migration="002_notes"}'
-            value: 1
 YAML
+	print $fh @expected
+	  ? join('', map { "          - labels: '{alertname=\"$_->[0]\",migration=\"$_->[1]\"}'\n            value: 1\n" } @expected)
+	  : "          []\n";
 	close($fh);
 	my ($ok, $out) = run_cmd($promtool, 'test', 'rules', $test);
-	ok($ok, "the rules on $what fire: v3 below the threshold, 002_notes's trigger inactive") or diag($out);
+	ok($ok, "the rules on $what fire " . (@expected ? join(', ', map { "$_->[0] ($_->[1])" } @expected) : 'nothing'))
+	  or diag($out);
 }
-alerts_fire($scrape, 'the exporter\'s series');
-alerts_fire($metrics, 'zdm.metrics()');
+my @expected = ([ 'ZdmRetiredVersionBelowThreshold', '001_orders' ], [ 'ZdmDualWriteInactive', '002_notes' ]);
+alerts_fire($scrape, 'the exporter\'s series', @expected);
+alerts_fire($metrics, 'zdm.metrics()', @expected);
+
+# ---- no telemetry: the share is NaN, and the seed's alert is silent ----
+
+$node->safe_psql('postgres', 'CREATE DATABASE quiet');
+$node->safe_psql(
+	'quiet', q{
+	CREATE EXTENSION zdm;
+	CREATE TABLE items (id int PRIMARY KEY, qty text NOT NULL);
+	SELECT zdm.expand('001_items', '{"versions": {"old": "v1", "new": "v2"}, "operations": [{"alter_column": {"table": "items", "column": "qty", "name": "quantity", "up": "qty", "down": "quantity"}}]}');
+	SELECT zdm.backfill('001_items');
+});
+$metrics = $node->safe_psql('quiet', 'SET ROLE monitor; SELECT zdm.metrics()') . "\n";
+like($metrics, qr/^zdm_contract_gate_share\{migration="001_items",version="v1"\} NaN$/m, 'no telemetry: the share is NaN');
+like($metrics, qr/^zdm_contract_gate_requests\{migration="001_items",version="v1"\} 0$/m, 'no telemetry: no requests');
+check_metrics($metrics, 'zdm.metrics() with a NaN share');
+alerts_fire($metrics, 'zdm.metrics() without telemetry');
 
 $node->stop;
 done_testing();
