@@ -13,7 +13,8 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column drop_column create_table \
-              trigger backfill worker contract rollback versions gate errors corrupt inline
+              trigger backfill worker contract rollback versions gate errors corrupt inline \
+              schema_only
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
 
 PG_CONFIG  ?= pg_config

@@ -10,6 +10,8 @@ SELECT zdm.backfill('gt_1');
 
 -- No telemetry at all: refused, silence is not consent.
 SELECT zt.try($$SELECT zdm.contract('gt_1')$$);
+-- What the gate would say now, as monitoring reads it: no share, shut.
+SELECT * FROM zdm.contract_gate();
 
 -- Counts from outside (the load balancer's logs).
 SELECT zdm.record_traffic('g3', 100, now() - interval '10 minutes');
@@ -18,6 +20,7 @@ SELECT zdm.record_traffic('g4', 100);
 SELECT version, requests, share, sources FROM zdm.api_version_distribution;
 -- 100 of 10000 = 1.00%: at the threshold, refused.
 SELECT zt.try($$SELECT zdm.contract('gt_1')$$);
+SELECT * FROM zdm.contract_gate();
 SELECT zt.shape('gt_orders');
 -- Traffic older than the window does not count.
 SELECT zdm.record_traffic('g4', 1000000, now() - interval '3 days');
@@ -25,8 +28,11 @@ SELECT zt.try($$SELECT zdm.contract('gt_1')$$);
 -- 100 of 10101 = 0.99%: below the threshold.
 SELECT zdm.record_traffic('g4', 101);
 SELECT version, requests, share FROM zdm.api_version_distribution;
+SELECT * FROM zdm.contract_gate();
 SELECT zdm.contract('gt_1');
 SELECT name, phase FROM zdm.status WHERE name = 'gt_1';
+-- Contracted: the gate is behind it.
+SELECT count(*) FROM zdm.contract_gate();
 
 -- The threshold and the window are settings.
 CREATE TABLE gt_items (id int PRIMARY KEY, qty int NOT NULL);
@@ -55,6 +61,28 @@ SELECT zdm.expand('gt_3', '{"operations": [{"add_column": {"table": "gt_notes", 
 SELECT zdm.backfill('gt_3');
 SELECT zdm.contract('gt_3');
 
+-- Traffic that declared no version has one name, "(undeclared)": fed from
+-- outside under that name, or restored from a dump of zdm 0.5 (version
+-- ''), it is one row of the distribution, and the gate counts it as
+-- zdm.gate_undeclared says.
+CREATE TABLE gt_tags (id int PRIMARY KEY, label text NOT NULL);
+INSERT INTO gt_tags VALUES (1, 'x');
+SELECT zdm.expand('gt_4', '{"versions": {"old": "g6", "new": "g7"}, "operations": [{"alter_column": {"table": "gt_tags", "column": "label", "name": "tag", "up": "upper(label)", "down": "lower(tag)"}}]}');
+SELECT zdm.backfill('gt_4');
+SELECT zdm.backfill('gt_4');
+SELECT zdm.record_traffic('g6', 5), zdm.record_traffic('g7', 1000), zdm.record_traffic('(undeclared)', 40);
+INSERT INTO zdm.api_traffic VALUES (date_trunc('minute', now()), '', 'postgres', 60);
+SET zdm.gate_window = '5min';
+SELECT version, requests, share, sources FROM zdm.api_version_distribution;
+-- ignore: 5 of 2206 (undeclared left out)
+SELECT * FROM zdm.contract_gate();
+SET zdm.gate_undeclared = old;
+-- old: 105 of 2306
+SELECT * FROM zdm.contract_gate();
+SELECT zt.try($$SELECT zdm.contract('gt_4')$$);
+RESET zdm.gate_undeclared;
+RESET zdm.gate_window;
+
 -- record_traffic refuses bad input.
 SELECT zt.try($$SELECT zdm.record_traffic('g5', -1)$$);
 SELECT zt.try($$SELECT zdm.record_traffic(NULL, 1)$$);
@@ -79,4 +107,5 @@ DELETE FROM zdm.api_traffic WHERE version = 'g_big';
 -- (rates vary from run to run: left out here)
 SELECT line FROM regexp_split_to_table(zdm.metrics(), E'\n') AS line
  WHERE line NOT LIKE 'zdm_backfill_rows_per_second{%';
-DROP TABLE gt_orders, gt_items, gt_notes CASCADE;
+SELECT zdm.rollback('gt_4');
+DROP TABLE gt_orders, gt_items, gt_notes, gt_tags CASCADE;

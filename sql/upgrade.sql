@@ -34,6 +34,8 @@ CREATE ROLE regress_up_migrator;
 GRANT USAGE ON SCHEMA zdm TO regress_up_migrator;
 GRANT SELECT, INSERT, UPDATE ON zdm.migrations TO regress_up_migrator;
 GRANT SELECT, INSERT ON zdm.migration_log TO regress_up_migrator;
+-- Undeclared traffic as 0.5 stored it: version ''.
+INSERT INTO zdm.api_traffic VALUES (date_trunc('minute', now()), '', 'postgres', 7);
 -- 0.6: the author comes from the journal; zdm's state is zdm's alone.
 ALTER EXTENSION zdm UPDATE TO '0.6';
 SELECT has_table_privilege('regress_up_migrator', 'zdm.migrations', 'UPDATE') AS may_update,
@@ -42,6 +44,9 @@ SELECT has_table_privilege('regress_up_migrator', 'zdm.migrations', 'UPDATE') AS
        has_schema_privilege('public', 'up_v1', 'USAGE') AS version_schema_usable,
        has_table_privilege('public', 'up_v1.up_t', 'SELECT') AS version_view_granted;
 DELETE FROM zdm.api_versions WHERE version = 'up_v1';
+-- 0.6 names it "(undeclared)", as the distribution always did.
+SELECT version, requests FROM zdm.api_traffic;
+DELETE FROM zdm.api_traffic;
 DROP SCHEMA up_v1 CASCADE;
 DROP TABLE up_t;
 SELECT extversion FROM pg_extension WHERE extname = 'zdm';

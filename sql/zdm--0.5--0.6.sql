@@ -247,3 +247,91 @@ COMMENT ON FUNCTION zdm.use_version(text, boolean) IS
     'declare the API version of this session, or with is_local of the current transaction: sets zdm.api_version and search_path';
 
 GRANT EXECUTE ON FUNCTION zdm.use_version(text, boolean) TO PUBLIC;
+
+/*
+ * Monitoring and schema-only dumps (issue 14): one name for undeclared
+ * traffic, the contract gate as monitoring sees it, and the dual-write
+ * triggers with whether they dual-write.
+ */
+
+/*
+ * Traffic that declared no API version is "(undeclared)" everywhere: in
+ * zdm.api_traffic, zdm.pending_traffic(), the distribution and the
+ * metrics (it was '' in the first two).  The view still reads '' as
+ * "(undeclared)", for rows restored from a dump of an earlier version.
+ */
+UPDATE zdm.api_traffic SET version = '(undeclared)' WHERE version = '';
+
+CREATE OR REPLACE VIEW zdm.api_version_distribution AS
+WITH win AS (
+    SELECT zdm.gate_since() AS since
+), counts AS (
+    SELECT t.version, t.requests, t.bucket, t.bucket + interval '1 minute' AS seen_until, t.source
+      FROM zdm.api_traffic t, win
+     WHERE t.bucket >= date_trunc('minute', win.since)
+    UNION ALL
+    SELECT p.version, p.requests, date_trunc('minute', now()), now(), 'postgres'
+      FROM zdm.pending_traffic() p
+     WHERE p.requests > 0
+), per_version AS (
+    SELECT CASE WHEN version = '' THEN '(undeclared)' ELSE version END AS version,
+           least(sum(requests), 9223372036854775807)::bigint AS requests,
+           min(bucket) AS first_seen,
+           least(max(seen_until), now()) AS last_seen,
+           array_agg(DISTINCT source ORDER BY source) AS sources
+      FROM counts GROUP BY 1
+)
+SELECT version,
+       requests,
+       round(requests::numeric / nullif(sum(requests) OVER (), 0), 6) AS share,
+       first_seen, last_seen, sources
+  FROM per_version
+ ORDER BY requests DESC, version;
+
+/*
+ * What the contract gate would say now, for each migration that retires
+ * an API version and is not yet contracted or rolled back: the share is
+ * NULL without telemetry in zdm.gate_window; passes is share < threshold.
+ */
+CREATE FUNCTION zdm.contract_gate(OUT migration text, OUT phase text, OUT retires text,
+                                  OUT requests bigint, OUT total bigint,
+                                  OUT share double precision, OUT threshold double precision,
+                                  OUT passes boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'zdm_contract_gate'
+LANGUAGE C;
+
+COMMENT ON FUNCTION zdm.contract_gate() IS
+    'zdm: per migration retiring an API version, its share of requests against zdm.contract_threshold';
+
+REVOKE EXECUTE ON FUNCTION zdm.contract_gate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION zdm.contract_gate() TO zdm_migrator, pg_monitor;
+
+/*
+ * Every dual-write trigger, the migration it works for, and whether it
+ * dual-writes: a trigger whose migration zdm does not know as live (a
+ * schema-only restore leaves zdm.migrations out) refuses writes instead,
+ * and a disabled one lets them through as they are.  Partitions' clones
+ * are left out: they follow their parent's.
+ */
+CREATE VIEW zdm.dual_write_triggers AS
+SELECT t.tgrelid::regclass AS relation,
+       t.tgname AS trigger,
+       a.migration,
+       m.phase,
+       t.tgenabled <> 'D' AS enabled,
+       coalesce(m.phase NOT IN ('contracted', 'rolled_back'), false) AND t.tgenabled <> 'D' AS dual_writing
+  FROM pg_catalog.pg_trigger t
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN t.tgnargs > 0
+                   THEN pg_catalog.convert_from(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1),
+                                                pg_catalog.current_setting('server_encoding'))
+              END AS migration) a
+  LEFT JOIN zdm.migrations m ON m.name = a.migration
+ WHERE t.tgfoid = 'zdm.dual_write()'::regprocedure
+   AND t.tgparentid = 0;
+
+COMMENT ON VIEW zdm.dual_write_triggers IS
+    'zdm: every dual-write trigger, its migration, and whether it dual-writes';
+
+GRANT SELECT ON zdm.dual_write_triggers TO zdm_migrator, pg_monitor;

@@ -8,6 +8,8 @@
  * memory context.  State is written in the caller's transaction, so it
  * commits, or vanishes, with the work it describes, and as the state's
  * owner (roles.c): the caller needs no privileges on zdm's tables.
+ * zdm_migration_live() is the exception: the dual-write trigger calls it
+ * outside any of zdm's SQL functions.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +19,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/snapmgr.h"
 
 /* Run one statement with text parameters (NULL pointer = SQL NULL). */
 static int
@@ -93,15 +96,95 @@ zdm_check_name(const char *name, const char *func)
 				 errhint("Call %s with a migration's name, such as '001_orders_status_enum'.", func)));
 }
 
-/* Fetch a migration or fail with a clear error. */
+/*
+ * The dual-write triggers that name a migration (partitions' clones left
+ * out: they go with their parent's), as the DROP TRIGGER statements that
+ * would remove them; NULL when there are none.  Inside SPI.
+ */
+static char *
+leftover_triggers(const char *name)
+{
+	Oid			types[2] = {OIDOID, BYTEAOID};
+	Datum		values[2];
+	Size		len = strlen(name) + 1;		/* the arguments are NUL-terminated */
+	bytea	   *prefix = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(prefix, VARHDRSZ + len);
+	memcpy(VARDATA(prefix), name, len);
+	values[0] = ObjectIdGetDatum(zdm_dual_write_oid());
+	values[1] = PointerGetDatum(prefix);
+	zdm_state_exec("SELECT pg_catalog.string_agg(pg_catalog.format('DROP TRIGGER %I ON %s;', t.tgname,"
+				   "                                              t.tgrelid::pg_catalog.regclass), ' '"
+				   "                            ORDER BY t.tgrelid, t.tgname)"
+				   "  FROM pg_catalog.pg_trigger t"
+				   " WHERE t.tgfoid = $1 AND t.tgparentid = 0"
+				   "   AND position($2 IN t.tgargs) = 1",
+				   2, types, values, NULL, true, 1);
+	return SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+}
+
+/*
+ * Fail when dual-write triggers name a migration that zdm has no live
+ * state for (a schema-only restore: see trigger.c).  Inside SPI.
+ */
+void
+zdm_refuse_leftovers(const char *name)
+{
+	char	   *leftovers = leftover_triggers(name);
+
+	if (leftovers != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("zdm has no state for migration \"%s\", but its dual-write triggers exist", name),
+				 errdetail("zdm.migrations has no live row for it: the database was probably restored from a schema-only dump "
+						   "(pg_dump --schema-only), which leaves zdm's state out.  Its triggers refuse "
+						   "writes to their tables meanwhile."),
+				 errhint("Restore zdm's state with the database (a full pg_dump keeps it; pg_dump --data-only --schema=zdm dumps it alone), "
+						 "or give the migration up here: %s and drop what else it added.",
+						 leftovers)));
+}
+
+/*
+ * Fetch a migration or fail with a clear error, which says so when the
+ * migration's triggers are there without its state.
+ */
 void
 zdm_require_migration(const char *name, ZdmMigration *m, bool for_update)
 {
-	if (!zdm_migration_fetch(name, for_update, m))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration \"%s\" does not exist", name),
-				 errhint("SELECT name, phase FROM zdm.status lists the migrations zdm knows.")));
+	if (zdm_migration_fetch(name, for_update, m))
+		return;
+	zdm_refuse_leftovers(name);
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("migration \"%s\" does not exist", name),
+			 errhint("SELECT name, phase FROM zdm.status lists the migrations zdm knows.")));
+}
+
+/*
+ * Does zdm know a migration as live (expanded, and neither contracted nor
+ * rolled back)?  Its dual-write trigger asks before it works for it
+ * (trigger.c).  Read with the latest snapshot, as zdm's state owner: the
+ * catalog, which shows a transaction the trigger, is read with fresh
+ * snapshots too, so a transaction whose snapshot predates an expand must
+ * see the expand's state as well.  Connects to SPI itself.
+ */
+bool
+zdm_migration_live(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		live;
+
+	values[0] = CStringGetTextDatum(name);
+	SPI_connect();
+	PushActiveSnapshot(GetLatestSnapshot());
+	zdm_state_exec("SELECT FROM zdm.migrations"
+				   " WHERE name = $1 AND phase NOT IN ('contracted', 'rolled_back')",
+				   1, types, values, NULL, true, 1);
+	live = SPI_processed > 0;
+	PopActiveSnapshot();
+	SPI_finish();
+	return live;
 }
 
 /* Move a migration to a new phase, stamping its timestamp, and log it. */

@@ -1565,6 +1565,8 @@ zdm_expand(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
+	/* Its triggers restored without its state (a schema-only dump)? */
+	zdm_refuse_leftovers(name);
 
 	/* 2. checking: the whole migration, before any change */
 	zdm_json_check_keys(&st.ctx, &definition->root, NULL, top_keys, NULL);

@@ -16,8 +16,13 @@
  * No telemetry at all in the window refuses too: silence is not consent.
  * zdm.contract(name, force => true) overrides, and the journal says who.
  *
- * zdm.metrics() publishes the same numbers, with each migration's phase and
- * backfill progress, in Prometheus' text format.
+ * zdm.contract_gate() shows what the gate would say now for each
+ * migration that retires a version, with the same arithmetic
+ * (gate_count_undeclared), and zdm.metrics() publishes it, with the
+ * traffic per version and each migration's phase and backfill progress,
+ * in Prometheus' text format: an alert on it tells when the retired
+ * version's share has fallen below zdm.contract_threshold
+ * (test/monitoring/).
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +31,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -37,6 +43,7 @@ PG_FUNCTION_INFO_V1(zdm_gate_since);
 #define ZDM_MAX_RECORDED_REQUESTS	INT64CONST(1000000000000)
 PG_FUNCTION_INFO_V1(zdm_record_traffic);
 PG_FUNCTION_INFO_V1(zdm_metrics);
+PG_FUNCTION_INFO_V1(zdm_contract_gate);
 
 /* now() minus zdm.gate_window. */
 Datum
@@ -112,6 +119,19 @@ zdm_record_traffic(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Count undeclared requests as zdm.gate_undeclared says: left out of the
+ * total (ignore), or added to the retired version's (old).
+ */
+static void
+gate_count_undeclared(int64 *old_requests, int64 undeclared, int64 *total)
+{
+	if (zdm_gate_undeclared == 1)
+		*old_requests = *old_requests > PG_INT64_MAX - undeclared ? PG_INT64_MAX : *old_requests + undeclared;
+	else
+		*total -= undeclared;
+}
+
+/*
  * Refuse to contract a migration while the version it retires still has
  * traffic (see the file header).  Runs inside contract, with SPI.
  */
@@ -141,7 +161,7 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 
 	values[0] = CStringGetTextDatum(version_old);
 	zdm_state_exec("SELECT least(coalesce(sum(requests) FILTER (WHERE version = $1), 0), 9223372036854775807)::int8,"
-				   "       least(coalesce(sum(requests) FILTER (WHERE version = '(undeclared)'), 0), 9223372036854775807)::int8,"
+				   "       least(coalesce(sum(requests) FILTER (WHERE version = '" ZDM_UNDECLARED_VERSION "'), 0), 9223372036854775807)::int8,"
 				   "       least(coalesce(sum(requests), 0), 9223372036854775807)::int8,"
 				   "       coalesce(array_to_string(array(SELECT DISTINCT unnest(s) FROM"
 				   "           (SELECT sources FROM zdm.api_version_distribution) d(s) ORDER BY 1), ', '), 'none')"
@@ -154,10 +174,7 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 	total = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	sources = SPI_getvalue(tup, desc, 4);
 
-	if (zdm_gate_undeclared == 1)
-		old_requests = old_requests > PG_INT64_MAX - undeclared ? PG_INT64_MAX : old_requests + undeclared;
-	else
-		total -= undeclared;
+	gate_count_undeclared(&old_requests, undeclared, &total);
 
 	if (total <= 0)
 	{
@@ -199,6 +216,67 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 		ereport(NOTICE,
 				(errmsg("migration \"%s\" contracted by force although %s", name, why)));
 	}
+}
+
+/*
+ * zdm.contract_gate(): for each migration that retires an API version and
+ * is neither contracted nor rolled back, what the gate counts now (the
+ * retired version's requests and the total, undeclared ones as
+ * zdm.gate_undeclared says), the share, zdm.contract_threshold, and
+ * whether the gate would let contract go ahead.  The share is NULL when
+ * there is no telemetry in the window, and the gate is then shut.
+ */
+Datum
+zdm_contract_gate(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	zdm_state_query("WITH d AS ("
+					"  SELECT version, requests FROM zdm.api_version_distribution"
+					"), t AS ("
+					"  SELECT least(coalesce(sum(requests) FILTER (WHERE version = '" ZDM_UNDECLARED_VERSION "'), 0),"
+					"               9223372036854775807)::int8 AS undeclared,"
+					"         least(coalesce(sum(requests), 0), 9223372036854775807)::int8 AS total"
+					"    FROM d"
+					")"
+					" SELECT m.name, m.phase, m.version_old,"
+					"        least(coalesce((SELECT sum(d.requests) FROM d WHERE d.version = m.version_old), 0),"
+					"              9223372036854775807)::int8,"
+					"        t.undeclared, t.total"
+					"   FROM zdm.migrations m, t"
+					"  WHERE m.version_old IS NOT NULL AND m.phase NOT IN ('contracted', 'rolled_back')"
+					"  ORDER BY m.name",
+					true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		values[8];
+		bool		nulls[8] = {false};
+		bool		isnull;
+		int64		old_requests = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		int64		undeclared = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		int64		total = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		double		share = 0;
+
+		gate_count_undeclared(&old_requests, undeclared, &total);
+		if (total > 0)
+			share = (double) old_requests / (double) total;
+		values[0] = CStringGetTextDatum(SPI_getvalue(tup, desc, 1));
+		values[1] = CStringGetTextDatum(SPI_getvalue(tup, desc, 2));
+		values[2] = CStringGetTextDatum(SPI_getvalue(tup, desc, 3));
+		values[3] = Int64GetDatum(old_requests);
+		values[4] = Int64GetDatum(total > 0 ? total : 0);
+		values[5] = Float8GetDatum(share);
+		nulls[5] = total <= 0;
+		values[6] = Float8GetDatum(zdm_contract_threshold);
+		values[7] = BoolGetDatum(total > 0 && share < zdm_contract_threshold);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }
 
 /* A Prometheus label value: backslash, quote and newline escaped. */
@@ -251,7 +329,9 @@ zdm_metrics(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	SPI_connect();
 
-	zdm_state_query("SELECT version, requests, coalesce(share, 0) FROM zdm.api_version_distribution ORDER BY version",
+	/* Grouped: a 0.5 view (before ALTER EXTENSION UPDATE) may show "(undeclared)" twice. */
+	zdm_state_query("SELECT version, least(sum(requests), 9223372036854775807)::int8, coalesce(sum(share), 0)"
+					"  FROM zdm.api_version_distribution GROUP BY version ORDER BY version",
 					true, 0);
 	prom_family(&out, "zdm_api_requests", "gauge",
 				"Requests per API version over zdm.gate_window.", "version", NULL, 2);
@@ -268,6 +348,31 @@ zdm_metrics(PG_FUNCTION_ARGS)
 				"Recent backfill rate of each migration.", "migration", NULL, 4);
 	prom_family(&out, "zdm_backfill_throttled", "gauge",
 				"1 while a migration's backfill waits for a health signal.", "migration", NULL, 5);
+
+	/* The contract gate of each migration that retires a version (NaN: no telemetry). */
+	if (OidIsValid(zdm_function_oid("contract_gate", 0, NULL)))
+	{
+		zdm_state_query("SELECT migration, retires, coalesce(share, 'NaN'), threshold, total"
+						"  FROM zdm.contract_gate() ORDER BY migration", true, 0);
+		prom_family(&out, "zdm_contract_gate_share", "gauge",
+					"Share of the requests the gate counts that come from the API version the migration retires (0 to 1).",
+					"migration", "version", 3);
+		prom_family(&out, "zdm_contract_gate_threshold", "gauge",
+					"zdm.contract_threshold: contract goes ahead when the share is below it.",
+					"migration", "version", 4);
+		prom_family(&out, "zdm_contract_gate_requests", "gauge",
+					"Requests the share is computed over, in zdm.gate_window (0: no telemetry, contract is refused).",
+					"migration", "version", 5);
+
+		zdm_state_query("SELECT coalesce(d.migration, ''), n.nspname || '.' || c.relname, d.dual_writing::int"
+						"  FROM zdm.dual_write_triggers d"
+						"  JOIN pg_catalog.pg_class c ON c.oid = d.relation"
+						"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+						" ORDER BY 1, 2", true, 0);
+		prom_family(&out, "zdm_dual_write_active", "gauge",
+					"1 for each dual-write trigger that dual-writes; 0 for one that refuses writes (zdm knows no live migration of its name) or is disabled.",
+					"migration", "table", 3);
+	}
 
 	/* What the backfill's pacing measures (pace.c), with shared_preload_libraries. */
 	{

@@ -5,8 +5,10 @@
  *
  * With shared_preload_libraries = 'zdm', every top-level statement of a
  * client backend is counted under the session's (database, zdm.api_version)
- * in a fixed table of slots in shared memory ('' is a session that declared
- * no version).  Background workers (zdm's own, parallel workers) and
+ * in a fixed table of slots in shared memory; a session that declared no
+ * version is counted as version "(undeclared)" (ZDM_UNDECLARED_VERSION),
+ * the name every reader shows it under: zdm.pending_traffic(),
+ * zdm.api_traffic, zdm.api_version_distribution and zdm.metrics().  Background workers (zdm's own, parallel workers) and
  * walsenders are not clients and are not counted; nor is a statement that
  * fails before it runs (a syntax error, an unknown table).  The parts:
  *
@@ -246,11 +248,18 @@ telemetry_slot(Oid dboid, const char *version)
 	return slot != NULL ? slot : &uncounted_slot;
 }
 
-/* zdm.api_version as a slot key: at most NAMEDATALEN - 1 bytes. */
+/*
+ * zdm.api_version as a slot key: at most NAMEDATALEN - 1 bytes, and
+ * "(undeclared)" for a session that declared none.
+ */
 static void
 telemetry_version_key(const char *version, char *key)
 {
-	int			len = strlen(version);
+	int			len;
+
+	if (version[0] == '\0')
+		version = ZDM_UNDECLARED_VERSION;
+	len = strlen(version);
 
 	if (len >= NAMEDATALEN)
 		len = pg_mbcliplen(version, len, NAMEDATALEN - 1);
@@ -546,6 +555,9 @@ telemetry_load(void)
 			fread(&requests, sizeof(uint64), 1, file) != 1)
 			goto bad;
 		version[NAMEDATALEN - 1] = '\0';
+		/* Written by zdm 0.5 or earlier, which kept undeclared counts under ''. */
+		if (version[0] == '\0')
+			strlcpy(version, ZDM_UNDECLARED_VERSION, NAMEDATALEN);
 		slot = telemetry_find(dboid, version);
 		if (slot == NULL)
 			slot = telemetry_create(dboid, version, TELEMETRY_SLOTS);
@@ -835,8 +847,8 @@ zdm_traffic_add(Datum versions, Datum requests, TimestampTz at, const char *sour
 
 /*
  * zdm.pending_traffic(): the current database's counts not yet in
- * zdm.api_traffic, per version ('' for undeclared).  No rows without
- * shared_preload_libraries.
+ * zdm.api_traffic, per version ("(undeclared)" for sessions that declared
+ * none).  No rows without shared_preload_libraries.
  */
 Datum
 zdm_pending_traffic(PG_FUNCTION_ARGS)

@@ -43,6 +43,20 @@
  * with its own cache entry and its own attribute numbers, so partitions
  * whose columns are laid out differently work too.
  *
+ * A trigger works only for a migration zdm knows as live: a row in
+ * zdm.migrations, neither contracted nor rolled back.  A schema-only dump
+ * (pg_dump --schema-only, a migration tool's schema.sql) restores the
+ * triggers without zdm's state; zdm will not dual-write for a migration
+ * it cannot contract or roll back, nor let the two sides drift apart
+ * unseen (a write that went through without dual-writing would leave a
+ * row that no backfill revisits), so such a trigger refuses the write with
+ * an error naming the migration and saying what to do.  The check is made
+ * when the trigger's state is built (once per backend and trigger, again
+ * after a relcache invalidation), so it costs nothing per row; as soon as
+ * zdm's state is back (restored from a full dump) the trigger works.
+ * inline.c gets the rules through the same state, so an UPDATE that it
+ * would plan the conversion into fails the same way.
+ *
  * The backfill computes new values itself, so its UPDATE must not fire
  * the migration's trigger, which would read the write as a new client's
  * and recompute the old column.  Merely returning early is not enough for
@@ -59,12 +73,14 @@
 #include "zdm.h"
 
 #include "access/htup_details.h"
+#include "catalog/partition.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_func.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -302,6 +318,33 @@ count_rules(Trigger *tg)
 	return n;
 }
 
+/*
+ * Refuse a write through a trigger whose migration zdm does not know as
+ * live (see the file header).
+ */
+static void
+refuse_unknown_migration(Relation rel, Trigger *tg)
+{
+	Oid			owner = RelationGetRelid(rel);	/* the table the trigger is created on */
+
+	/* A partition's clone goes with the trigger of its partitioned root. */
+	if (tg->tgisclone)
+		owner = llast_oid(get_partition_ancestors(owner));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("dual-write trigger \"%s\" on table \"%s\" belongs to migration \"%s\", which zdm does not know",
+					tg->tgname, RelationGetRelationName(rel), tg->tgargs[0]),
+			 errdetail("zdm.migrations has no live row for it: the database was probably restored from a schema-only dump "
+					   "(pg_dump --schema-only), which leaves zdm's state out.  zdm does not dual-write for a migration "
+					   "it cannot contract or roll back, so writes to \"%s\" are refused.",
+					   RelationGetRelationName(rel)),
+			 errhint("Restore zdm's state with the database (a full pg_dump keeps it; pg_dump --data-only --schema=zdm dumps it alone), "
+					 "or give the migration up here: DROP TRIGGER %s ON %s; and drop what else it added.",
+					 quote_identifier(tg->tgname),
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(owner)),
+												get_rel_name(owner)))));
+}
+
 /* Build the compiled state of a trigger from its arguments. */
 static pg_noinline DualWriteState *
 build_state(Relation rel, Trigger *tg)
@@ -427,6 +470,8 @@ get_state(Relation rel, Trigger *tg)
 
 		/* Build first: on error the old entry stays invalid, not half-built. */
 		entry->valid = false;
+		if (tg->tgnargs >= 1 && !zdm_migration_live(tg->tgargs[0]))
+			refuse_unknown_migration(rel, tg);
 		fresh = build_state(rel, tg);
 		free_state(entry->state);
 		entry->state = fresh;

@@ -178,6 +178,8 @@ extern void zdm_check_name(const char *name, const char *func);
 extern void zdm_worker_flags(const char *name, bool *requested, bool *paused);
 extern void zdm_require_migration(const char *name, ZdmMigration *m,
 								  bool for_update);
+extern bool zdm_migration_live(const char *name);
+extern void zdm_refuse_leftovers(const char *name);
 
 /* ---- roles.c: whose rights zdm acts with ---- */
 
@@ -214,6 +216,13 @@ extern char *zdm_previous_version(void);
 extern bool zdm_version_lookup(const char *version, char **schema, char **retired_by);
 
 /* ---- gate.c ---- */
+
+/*
+ * The version traffic that declared none is counted under, by telemetry.c,
+ * in zdm.api_traffic and by every reader; zdm.record_traffic() accepts it
+ * for undeclared requests counted outside.
+ */
+#define ZDM_UNDECLARED_VERSION "(undeclared)"
 
 extern void zdm_gate_check(const char *name, const char *version_old, bool force);
 

@@ -19,9 +19,14 @@ packages=(
     postgresql-server-dev-15    # PGXS and the server headers
     perl libipc-run-perl        # prove, PostgreSQL::Test::Cluster (TAP)
     gnuplot-nox                 # benchmark plots
-    prometheus                  # promtool checks zdm.metrics()
+    prometheus                  # promtool checks zdm.metrics() and the alerting rules
+    prometheus-postgres-exporter    # t/016_monitoring scrapes zdm's series with it
     pgbouncer                   # t/015_poolers: zdm behind a pooler in transaction mode
-)                               # (the test runs a pgbouncer of its own, not the package's service)
+)                               # (the tests run their own instances, not the packages' services)
+
+# Packages whose service Debian starts on installation; the tests run their
+# own instances (the exporter on 127.0.0.1 only) and need the binaries alone.
+services=(prometheus prometheus-postgres-exporter)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -54,3 +59,14 @@ echo "deps: installing ${missing[*]} (apt's output: $log)"
 run_apt update
 run_apt install -y --no-install-recommends "${missing[@]}"
 echo "deps: installed in $(( $(date +%s) - t0 )) s"
+
+# Stop and disable the services of the packages installed just now (not of
+# ones installed before): a Prometheus server and an exporter listening on
+# every interface are no part of zdm's tests.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    for p in "${missing[@]}"; do
+        for s in "${services[@]}"; do
+            [ "$p" = "$s" ] && "${sudo[@]}" systemctl disable --now "$s.service" || true
+        done
+    done
+fi

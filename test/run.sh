@@ -116,6 +116,7 @@ mkdir -p "$work/input"
 cp -r sql expected "$work/input/"
 [ -d test/isolation ] && cp -r test/isolation "$work/input/isolation"
 [ -d test/t ] && cp -r test/t "$work/input/t"
+[ -d test/monitoring ] && cp -r test/monitoring "$work/input/monitoring"
 chown -R postgres: "$work" 2>/dev/null || true
 
 # Settings every temporary instance gets.
