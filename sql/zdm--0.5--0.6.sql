@@ -167,3 +167,19 @@ GRANT EXECUTE ON FUNCTION zdm.metrics(), zdm.pending_traffic(), zdm.gate_since()
                           zdm.routing_map(text, text, text)
     TO pg_monitor;
 GRANT SELECT ON zdm.status, zdm.api_version_distribution TO pg_monitor;
+
+/*
+ * Runners and schedulers (issue 14): a deployer whose zdm.expand() returned
+ * false because another session held the migration's lock learns how that
+ * session's expand ended.  Migration roles only, like expand itself.
+ */
+CREATE FUNCTION zdm.wait_expanded(name text, timeout interval DEFAULT '60s')
+RETURNS text
+AS 'MODULE_PATHNAME', 'zdm_wait_expanded'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION zdm.wait_expanded(text, interval) IS
+    'zdm: wait until no other session is expanding the migration; its phase, or an error when that expand rolled back';
+
+REVOKE EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) TO zdm_migrator;

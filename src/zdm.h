@@ -94,6 +94,8 @@ typedef struct ZdmLockStats
 extern void zdm_lock_relations(const char *migration, List *relids,
 							   LOCKMODE mode, ZdmLockStats *stats);
 extern bool zdm_try_migration_lock(const char *migration);
+struct LOCKTAG;
+extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
 
 /* ---- ddl.c: running and journaling DDL ---- */
