@@ -143,7 +143,9 @@ sub run_runner
 sub deploy_while_held
 {
 	my ($node, $end, $cmd, $dir, %env) = @_;
-	my $holder = $node->background_psql('shop', extra_params => [ '-U', 'migrator' ]);
+	# Timers of twice the default: the poll below may take the default whole.
+	my $holder = $node->background_psql('shop', extra_params => [ '-U', 'migrator' ],
+		timeout => 2 * $PostgreSQL::Test::Utils::timeout_default);
 	$holder->query_safe('BEGIN');
 	is($holder->query_safe("SELECT zdm.expand('$MIGRATION_NAME', '$MIGRATION_JSON')"),
 		't', "another session expands and holds its transaction ($end)");
@@ -155,7 +157,7 @@ sub deploy_while_held
 		local %ENV = (%ENV, %env);
 		$h = IPC::Run::start($cmd, init => sub { chdir $dir or die "chdir $dir: $!" },
 			'>', \$out, '2>&1',
-			IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+			IPC::Run::timeout(2 * $PostgreSQL::Test::Utils::timeout_default));
 	}
 	# The runner's expand returned false and it now waits in
 	# zdm.wait_expanded() for the holder, and for nothing else.
@@ -166,7 +168,13 @@ sub deploy_while_held
 		"the runner waits for the session that holds the expand ($end)");
 	$holder->query_safe($end);
 	$holder->quit;
-	$h->finish;
+	# A runner that did not wait has long finished; a stuck one is killed.
+	if (!eval { $h->finish; 1 })
+	{
+		$h->kill_kill;
+		fail("the runner finishes ($end)");
+		return (-1, $out);
+	}
 	return ($h->result(0), $out);
 }
 
