@@ -335,3 +335,19 @@ COMMENT ON VIEW zdm.dual_write_triggers IS
     'zdm: every dual-write trigger, its migration, and whether it dual-writes';
 
 GRANT SELECT ON zdm.dual_write_triggers TO zdm_migrator, pg_monitor;
+
+/*
+ * Runners and schedulers (issue 14): a deployer whose zdm.expand() returned
+ * false because another session held the migration's lock learns how that
+ * session's expand ended.  Migration roles only, like expand itself.
+ */
+CREATE FUNCTION zdm.wait_expanded(name text, timeout interval DEFAULT '60s')
+RETURNS text
+AS 'MODULE_PATHNAME', 'zdm_wait_expanded'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION zdm.wait_expanded(text, interval) IS
+    'zdm: wait until no other session is expanding the migration; its phase, or an error when that expand rolled back';
+
+REVOKE EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) TO zdm_migrator;

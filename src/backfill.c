@@ -412,14 +412,24 @@ zdm_backfill_batch(const char *name, int32 batch)
 
 	zdm_require_migration(name, &m, true);
 	zdm_require_actor(&m, "backfill");
-	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\" is %s; there is nothing to backfill",
-						name, strcmp(m.phase, "contracted") == 0 ? "contracted" : "rolled back"),
-				 errhint("Backfill runs between zdm.expand() and zdm.contract().")));
+	/*
+	 * A finished migration has nothing to backfill: 0, as when the last
+	 * batch finished it.  Not an error: a scheduled job (pg_cron) or a loop
+	 * still calling it after contract or rollback succeeds instead of
+	 * failing on every run, and a NOTICE says why it did nothing.  A
+	 * backfilled migration (0 is "done", what every loop waits for) stays
+	 * quiet, as it always was.
+	 */
 	if (strcmp(m.phase, "backfilled") == 0)
 		return 0;
+	if (strcmp(m.phase, "contracted") == 0 || strcmp(m.phase, "rolled_back") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is %s; there is nothing to backfill",
+						name, strcmp(m.phase, "contracted") == 0 ? "contracted" : "rolled back"),
+				 errhint("A job that calls zdm.backfill('%s', ...) can be unscheduled.", name)));
+		return 0;
+	}
 	/* A failed backfill resumes where it stopped once called again. */
 	if (strcmp(m.phase, "expanded") == 0 || strcmp(m.phase, "failed") == 0)
 	{

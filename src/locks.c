@@ -337,8 +337,16 @@ bool
 zdm_try_migration_lock(const char *migration)
 {
 	LOCKTAG		tag;
+
+	zdm_migration_locktag(migration, &tag);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* The tag of a migration's advisory lock (wait.c waits for its holders). */
+void
+zdm_migration_locktag(const char *migration, LOCKTAG *tag)
+{
 	uint32		key = hash_bytes((const unsigned char *) migration, strlen(migration));
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, key, ZDM_ADVISORY_MIGRATION);
-	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ZDM_ADVISORY_KEYSPACE, key, ZDM_ADVISORY_MIGRATION);
 }

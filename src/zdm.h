@@ -140,6 +140,8 @@ extern void zdm_claim_relations(const char *migration, List *relids,
 								ZdmLockStats *stats);
 extern void zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier);
 extern bool zdm_try_migration_lock(const char *migration);
+struct LOCKTAG;
+extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
 
 /* ---- ddl.c: running and journaling DDL ---- */

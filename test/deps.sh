@@ -22,7 +22,14 @@ packages=(
     prometheus                  # promtool checks zdm.metrics() and the alerting rules
     prometheus-postgres-exporter    # t/016_monitoring scrapes zdm's series with it
     pgbouncer                   # t/015_poolers: zdm behind a pooler in transaction mode
+    postgresql-15-cron          # pg_cron: the scheduled-backfill recipe (t/024)
+    sqitch libdbd-pg-perl       # the sqitch recipe (t/020)
+    alembic python3-psycopg2    # the Alembic recipe (t/023)
 )                               # (the tests run their own instances, not the packages' services)
+# node-pg-migrate and dbmate come from npm (test/runners/package.json);
+# node and npm from Debian unless the machine has them already (a node
+# from elsewhere keeps its own npm).
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 # Packages whose service Debian starts on installation; the tests run their
 # own instances (the exporter on 127.0.0.1 only) and need the binaries alone.
@@ -33,40 +40,49 @@ for p in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null ||
+            { echo "deps: ${missing[*]} missing; run this as root (there is no sudo)" >&2; exit 1; }
+        sudo=(sudo)
+    fi
 
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null ||
-        { echo "deps: ${missing[*]} missing; run this as root (there is no sudo)" >&2; exit 1; }
-    sudo=(sudo)
+    log_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tmp
+    mkdir -p "$log_dir"
+    log=$log_dir/deps-apt.log
+    : >"$log"
+    run_apt() {
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q \
+            -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 "$@" </dev/null >>"$log" 2>&1 || {
+            echo "deps: apt-get $1 FAILED; the end of $log:" >&2
+            tail -n 30 "$log" >&2
+            exit 1
+        }
+    }
+    t0=$(date +%s)
+    echo "deps: installing ${missing[*]} (apt's output: $log)"
+    run_apt update
+    run_apt install -y --no-install-recommends "${missing[@]}"
+    echo "deps: installed in $(( $(date +%s) - t0 )) s"
+
+    # Stop and disable the services of the packages installed just now (not of
+    # ones installed before): a Prometheus server and an exporter listening on
+    # every interface are no part of zdm's tests.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        for p in "${missing[@]}"; do
+            for s in "${services[@]}"; do
+                [ "$p" = "$s" ] && "${sudo[@]}" systemctl disable --now "$s.service" || true
+            done
+        done
+    fi
 fi
 
-log_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tmp
-mkdir -p "$log_dir"
-log=$log_dir/deps-apt.log
-: >"$log"
-run_apt() {
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q \
-        -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 "$@" </dev/null >>"$log" 2>&1 || {
-        echo "deps: apt-get $1 FAILED; the end of $log:" >&2
-        tail -n 30 "$log" >&2
-        exit 1
-    }
-}
-t0=$(date +%s)
-echo "deps: installing ${missing[*]} (apt's output: $log)"
-run_apt update
-run_apt install -y --no-install-recommends "${missing[@]}"
-echo "deps: installed in $(( $(date +%s) - t0 )) s"
-
-# Stop and disable the services of the packages installed just now (not of
-# ones installed before): a Prometheus server and an exporter listening on
-# every interface are no part of zdm's tests.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-    for p in "${missing[@]}"; do
-        for s in "${services[@]}"; do
-            [ "$p" = "$s" ] && "${sudo[@]}" systemctl disable --now "$s.service" || true
-        done
-    done
+# The npm packages of the runner tests, installed in test/runners exactly
+# as package-lock.json says; again only when the lock file changed.
+runners=$(cd "$(dirname "${BASH_SOURCE[0]}")/runners" && pwd)
+if ! cmp -s "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"; then
+    echo "deps: npm ci in $runners"
+    (cd "$runners" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"
 fi

@@ -117,6 +117,8 @@ cp -r sql expected "$work/input/"
 [ -d test/isolation ] && cp -r test/isolation "$work/input/isolation"
 [ -d test/t ] && cp -r test/t "$work/input/t"
 [ -d test/monitoring ] && cp -r test/monitoring "$work/input/monitoring"
+# The runners' recipes (and their npm packages) beside t/, for the runner tests.
+[ -d test/runners ] && cp -r test/runners "$work/input/runners"
 chown -R postgres: "$work" 2>/dev/null || true
 
 # Settings every temporary instance gets.
