@@ -31,7 +31,10 @@ ALTER TABLE zdm.migrations DROP COLUMN worker_role;
 ALTER TABLE zdm.api_traffic DROP CONSTRAINT api_traffic_pkey;
 CREATE INDEX api_traffic_bucket_idx ON zdm.api_traffic (bucket, version, source);
 
-/* Sums of counts saturate instead of overflowing bigint. */
+/*
+ * Sums of counts saturate instead of overflowing bigint; undeclared
+ * traffic is "(undeclared)" (see the monitoring block below for '').
+ */
 DROP VIEW zdm.api_version_distribution;
 CREATE VIEW zdm.api_version_distribution AS
 WITH win AS (
@@ -45,13 +48,14 @@ WITH win AS (
       FROM zdm.pending_traffic() p
      WHERE p.requests > 0
 ), per_version AS (
-    SELECT version, least(sum(requests), 9223372036854775807)::bigint AS requests,
+    SELECT CASE WHEN version = '' THEN '(undeclared)' ELSE version END AS version,
+           least(sum(requests), 9223372036854775807)::bigint AS requests,
            min(bucket) AS first_seen,
            least(max(seen_until), now()) AS last_seen,
            array_agg(DISTINCT source ORDER BY source) AS sources
-      FROM counts GROUP BY version
+      FROM counts GROUP BY 1
 )
-SELECT coalesce(nullif(version, ''), '(undeclared)') AS version,
+SELECT version,
        requests,
        round(requests::numeric / nullif(sum(requests) OVER (), 0), 6) AS share,
        first_seen, last_seen, sources
@@ -257,36 +261,10 @@ GRANT EXECUTE ON FUNCTION zdm.use_version(text, boolean) TO PUBLIC;
 /*
  * Traffic that declared no API version is "(undeclared)" everywhere: in
  * zdm.api_traffic, zdm.pending_traffic(), the distribution and the
- * metrics (it was '' in the first two).  The view still reads '' as
+ * metrics (it was '' in the first two).  The view (above) still reads '' as
  * "(undeclared)", for rows restored from a dump of an earlier version.
  */
 UPDATE zdm.api_traffic SET version = '(undeclared)' WHERE version = '';
-
-CREATE OR REPLACE VIEW zdm.api_version_distribution AS
-WITH win AS (
-    SELECT zdm.gate_since() AS since
-), counts AS (
-    SELECT t.version, t.requests, t.bucket, t.bucket + interval '1 minute' AS seen_until, t.source
-      FROM zdm.api_traffic t, win
-     WHERE t.bucket >= date_trunc('minute', win.since)
-    UNION ALL
-    SELECT p.version, p.requests, date_trunc('minute', now()), now(), 'postgres'
-      FROM zdm.pending_traffic() p
-     WHERE p.requests > 0
-), per_version AS (
-    SELECT CASE WHEN version = '' THEN '(undeclared)' ELSE version END AS version,
-           least(sum(requests), 9223372036854775807)::bigint AS requests,
-           min(bucket) AS first_seen,
-           least(max(seen_until), now()) AS last_seen,
-           array_agg(DISTINCT source ORDER BY source) AS sources
-      FROM counts GROUP BY 1
-)
-SELECT version,
-       requests,
-       round(requests::numeric / nullif(sum(requests) OVER (), 0), 6) AS share,
-       first_seen, last_seen, sources
-  FROM per_version
- ORDER BY requests DESC, version;
 
 /*
  * What the contract gate would say now, for each migration that retires
