@@ -6,7 +6,7 @@ OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
-              src/wait.o
+              src/wait.o src/subquery.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.

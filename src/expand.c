@@ -531,8 +531,8 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 	if (up)
 	{
 		up = zdm_expr_normalize(up);
-		(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", col),
-								tw->desc, tw->name, up, typid, typmod);
+		(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", col),
+									tw->desc, tw->name, up, typid, typmod);
 	}
 	if (!nullable && !dflt && !up)
 		ereport(ERROR,
@@ -646,12 +646,12 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	/* Without up/down, the value is carried over as it is (a rename). */
 	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
 	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(visible));
-	(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", visible),
-							tw->desc, tw->name, uptext, typid, typmod);
+	(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", visible),
+								tw->desc, tw->name, uptext, typid, typmod);
 	/* down reads the row as the new version sees it */
-	(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
-							in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
-							tw->name, downtext, old->atttypid, old->atttypmod);
+	(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
+								in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
+								tw->name, downtext, old->atttypid, old->atttypmod);
 
 	/* The new column has no default while both are live: see trigger.c. */
 	tw->expand = lappend(tw->expand,
@@ -724,8 +724,8 @@ op_drop_column(ExpandState *st, JsonbContainer *op)
 		DualRule   *r = palloc0(sizeof(DualRule));
 
 		down = zdm_expr_normalize(down);
-		(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
-								tw->desc, tw->name, down, old->atttypid, old->atttypmod);
+		(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
+									tw->desc, tw->name, down, old->atttypid, old->atttypmod);
 		r->old_col = col;
 		r->down = down;
 		tw->rules = lappend(tw->rules, r);

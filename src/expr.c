@@ -142,30 +142,52 @@ zdm_expr_check_syntax(const char *migration, const char *what, const char *text)
 	(void) expr_parse(migration, what, text);
 }
 
+/*
+ * Does the expression read the row whole or a system column of it?  Inside
+ * a sub-select the row is the Var of varno 1 one level further up; the
+ * sub-select's own whole-row references are its business.
+ */
 static bool
-has_whole_row_var(Node *node, void *context)
+has_whole_row_var(Node *node, int *depth)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, Var) && ((Var *) node)->varattno <= 0)
-		return true;
-	return expression_tree_walker(node, has_whole_row_var, context);
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		return var->varlevelsup == *depth && var->varno == 1 && var->varattno <= 0;
+	}
+	if (IsA(node, Query))
+	{
+		bool		found;
+
+		(*depth)++;
+		found = query_tree_walker((Query *) node, has_whole_row_var, depth, 0);
+		(*depth)--;
+		return found;
+	}
+	return expression_tree_walker(node, has_whole_row_var, depth);
 }
 
 /*
  * Analyse text as an expression over a row of type desc (named relname),
  * coerced to typid/typmod as an assignment would be (InvalidOid: left as
  * it is).  Returns the analysed tree; Vars have varno 1 and the attribute
- * numbers of desc.
+ * numbers of desc (varlevelsup 1 or more inside a sub-select).  Only up
+ * and down may hold sub-selects (zdm_expr_analyze_row): a default or a
+ * check cannot.
  */
-Node *
-zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
-				 const char *relname, const char *text, Oid typid, int32 typmod)
+static Node *
+expr_analyze(const char *migration, const char *what, TupleDesc desc,
+			 const char *relname, const char *text, Oid typid, int32 typmod,
+			 bool sublinks)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Node	   *raw = expr_parse(migration, what, text);
 	Node	   *expr = NULL;
 	ParseState *pstate;
+	int			depth = 0;
 
 	pstate = make_parsestate(NULL);
 	pstate->p_sourcetext = text;
@@ -195,11 +217,12 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 	}
 	PG_END_TRY();
 
-	if (pstate->p_hasSubLinks)
+	if (pstate->p_hasSubLinks && !sublinks)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not contain a subquery", migration, what),
-				 errhint("Compute the value from the row's own columns; the dual-write trigger evaluates it for every row written.")));
+				 errhint("A default or a check constraint is computed from the row's own columns; "
+						 "only \"up\" and \"down\" may read other rows.")));
 	if (pstate->p_hasAggs || pstate->p_hasWindowFuncs)
 		ereport(ERROR,
 				(errcode(ERRCODE_GROUPING_ERROR),
@@ -211,7 +234,7 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not return a set", migration, what),
 				 errhint("Compute one value per row.")));
-	if (has_whole_row_var(expr, NULL))
+	if (has_whole_row_var(expr, &depth))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not refer to the whole row or a system column",
@@ -239,6 +262,25 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 	assign_expr_collations(pstate, expr);
 	free_parsestate(pstate);
 	return expr;
+}
+
+/* A default or a check: an expression over the row's own columns. */
+Node *
+zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
+				 const char *relname, const char *text, Oid typid, int32 typmod)
+{
+	return expr_analyze(migration, what, desc, relname, text, typid, typmod, false);
+}
+
+/*
+ * An up or down expression: it may also read other rows through
+ * sub-selects (the dual-write trigger runs those as queries: subquery.c).
+ */
+Node *
+zdm_expr_analyze_row(const char *migration, const char *what, TupleDesc desc,
+					 const char *relname, const char *text, Oid typid, int32 typmod)
+{
+	return expr_analyze(migration, what, desc, relname, text, typid, typmod, true);
 }
 
 /* Set search_path for the duration of one step; undo with zdm_guc_pop. */
@@ -283,3 +325,4 @@ zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical)
 	}
 	return d;
 }
+

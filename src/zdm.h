@@ -122,6 +122,9 @@ extern void zdm_expr_check_syntax(const char *migration, const char *what,
 extern Node *zdm_expr_analyze(const char *migration, const char *what,
 							  TupleDesc desc, const char *relname,
 							  const char *text, Oid typid, int32 typmod);
+extern Node *zdm_expr_analyze_row(const char *migration, const char *what,
+								  TupleDesc desc, const char *relname,
+								  const char *text, Oid typid, int32 typmod);
 extern TupleDesc zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical);
 extern int	zdm_search_path_push(const char *search_path);
 extern void zdm_guc_pop(int nestlevel);
@@ -288,6 +291,11 @@ extern int	zdm_dual_write_rules(struct RelationData *rel, struct Trigger *tg,
 								 bool with_trees, ZdmRule **rules, bool *versioned);
 extern void zdm_strip_triggers(struct ResultRelInfo *rri,
 							   bool (*drop) (struct Trigger *tg, void *arg), void *arg);
+
+/* subquery.c: up/down with sub-selects, run as queries by the trigger */
+extern struct ExprState *zdm_subquery_compile(TupleDesc desc, const char *relname,
+											  const char *text, Oid typid, int32 typmod);
+extern struct Bitmapset *zdm_row_columns(Node *expr);
 
 extern bool zdm_inline_updates;	/* GUC zdm.inline_updates */
 extern void zdm_inline_init(void);
