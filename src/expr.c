@@ -36,6 +36,7 @@
 #include "parser/parse_node.h"
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
+#include "parser/scansup.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -326,3 +327,126 @@ zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical)
 	return d;
 }
 
+/* A column reference naming a column to rename, found in the parse tree. */
+typedef struct RenameRefs
+{
+	const char *from;
+	List	   *locations;		/* of each reference, in the SELECT's text */
+} RenameRefs;
+
+static bool
+collect_column_refs(Node *node, RenameRefs *refs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, ColumnRef))
+	{
+		ColumnRef  *cref = (ColumnRef *) node;
+		Node	   *last = llast(cref->fields);
+
+		if (IsA(last, String) && strcmp(strVal(last), refs->from) == 0)
+			refs->locations = lappend_int(refs->locations, cref->location);
+		return false;
+	}
+	return raw_expression_tree_walker(node, collect_column_refs, (void *) refs);
+}
+
+/* Where the identifier starting at p ends, or NULL if none starts there. */
+static const char *
+identifier_end(const char *p)
+{
+	if ((p[0] == 'U' || p[0] == 'u') && p[1] == '&' && p[2] == '"')
+		p += 2;
+	if (*p == '"')
+	{
+		for (p++; *p; p++)
+			if (*p == '"')
+			{
+				if (p[1] != '"')
+					return p + 1;
+				p++;
+			}
+		return NULL;
+	}
+	if (!(isalpha((unsigned char) *p) || *p == '_' || IS_HIGHBIT_SET(*p)))
+		return NULL;
+	while (isalnum((unsigned char) *p) || *p == '_' || *p == '$' || IS_HIGHBIT_SET(*p))
+		p++;
+	return p;
+}
+
+/* Is the identifier from start to end (as identifier_end found it) name? */
+static bool
+identifier_is(const char *start, const char *end, const char *name)
+{
+	StringInfoData id;
+
+	if ((*start == 'U' || *start == 'u') && start[1] == '&')
+		return true;			/* U&"...": taken on trust */
+	if (*start != '"')
+		return strcmp(downcase_truncate_identifier(start, end - start, false), name) == 0;
+	initStringInfo(&id);
+	for (const char *p = start + 1; p < end - 1; p++)
+	{
+		appendStringInfoChar(&id, *p);
+		if (*p == '"')
+			p++;
+	}
+	return strcmp(id.data, name) == 0;
+}
+
+/*
+ * text, an expression over one table's row (a check constraint), with every
+ * reference to column "from" made to name column "to" instead: the
+ * constraint the old column had, or a migration's check written with the
+ * column's visible name, put on a physically new column.  The references
+ * are found by parsing, so a string literal or a function of that name is
+ * left alone; the qualification of a reference (t.col) is kept.  Not for
+ * text with sub-selects, whose columns may belong to other tables.
+ */
+char *
+zdm_expr_rename_column(const char *migration, const char *what, const char *text,
+					   const char *from, const char *to)
+{
+	const char *prefix = "SELECT (";
+	char	   *sql = psprintf("%s%s\n)", prefix, text);
+	RenameRefs	refs = {from, NIL};
+	StringInfoData out;
+	int			done = 0;
+	ListCell   *lc;
+
+	(void) collect_column_refs(expr_parse(migration, what, text), &refs);
+	list_sort(refs.locations, list_int_cmp);
+	initStringInfo(&out);
+	foreach(lc, refs.locations)
+	{
+		int			loc = lfirst_int(lc) - (int) strlen(prefix);
+		const char *p = text + loc;
+		const char *start = p;
+		const char *end = identifier_end(p);
+
+		/* the last of the dotted names is the column */
+		while (end != NULL)
+		{
+			const char *q = end;
+
+			while (isspace((unsigned char) *q))
+				q++;
+			if (*q != '.')
+				break;
+			q++;
+			while (isspace((unsigned char) *q))
+				q++;
+			start = q;
+			end = identifier_end(q);
+		}
+		if (loc < done || end == NULL || !identifier_is(start, end, from))
+			elog(ERROR, "zdm: could not find column reference \"%s\" at offset %d of \"%s\"",
+				 from, loc, sql);
+		appendBinaryStringInfo(&out, text + done, start - (text + done));
+		appendStringInfoString(&out, quote_identifier(to));
+		done = end - text;
+	}
+	appendStringInfoString(&out, text + done);
+	return out.data;
+}
