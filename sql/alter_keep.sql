@@ -101,8 +101,9 @@ RESET ROLE;
 
 --
 -- 3. Rollback restores the table exactly, whatever the migration added on
---    the way (copies of constraints, its own check and foreign key, a
---    comment, the NOT NULL helper), and the same migration expands again.
+--    the way (copies of constraints, its own checks, one of them naming
+--    another column only, and foreign key, a comment, the NOT NULL helper),
+--    and the same migration expands again.
 --
 CREATE TABLE alk_items (
     id int PRIMARY KEY,
@@ -115,7 +116,7 @@ ALTER TABLE alk_items OWNER TO regress_alk_migrator;
 GRANT SELECT, INSERT, UPDATE ON alk_items TO regress_alk_app;
 SELECT zt.describe('alk_items') AS items_before \gset
 SELECT zt.describe('alk_users') AS users_before \gset
-\set mig4 '{"operations": [{"alter_column": {"table": "alk_items", "column": "qty", "name": "quantity", "type": "bigint", "check": {"name": "alk_quantity_even", "constraint": "quantity % 2 = 0 OR maker IS NOT NULL"}, "up": "CASE WHEN qty % 2 = 1 THEN qty + 1 ELSE qty END", "down": "quantity"}}, {"alter_column": {"table": "alk_items", "column": "note", "name": "remark", "references": {"name": "alk_remark_fk", "table": "alk_users", "column": "id"}, "type": "integer", "up": "NULL", "down": "NULL"}}]}'
+\set mig4 '{"operations": [{"alter_column": {"table": "alk_items", "column": "qty", "name": "quantity", "type": "bigint", "check": {"name": "alk_quantity_even", "constraint": "quantity % 2 = 0 OR maker IS NOT NULL"}, "up": "CASE WHEN qty % 2 = 1 THEN qty + 1 ELSE qty END", "down": "quantity"}}, {"alter_column": {"table": "alk_items", "column": "note", "name": "remark", "references": {"name": "alk_remark_fk", "table": "alk_users", "column": "id"}, "check": {"name": "alk_maker_known", "constraint": "maker > 0"}, "type": "integer", "up": "NULL", "down": "NULL"}}]}'
 SET ROLE regress_alk_migrator;
 SELECT zdm.expand('alk_4', :'mig4');
 SELECT zt.describe('alk_items');
