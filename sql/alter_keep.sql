@@ -75,6 +75,22 @@ DELETE FROM alk_users WHERE id = 3;
 SELECT count(*) AS accounts_of_user_3 FROM alk_accounts WHERE owner_id = 3;
 RESET ROLE;
 
+-- A serial column: its sequence passes to the new column before the old
+-- one goes (which would take it along), and keeps counting.
+CREATE TABLE alk_tickets (id int PRIMARY KEY, seq serial);
+INSERT INTO alk_tickets (id) VALUES (1), (2);
+ALTER TABLE alk_tickets OWNER TO regress_alk_migrator;
+SET ROLE regress_alk_migrator;
+SELECT zdm.expand('alk_1s', '{"operations": [{"alter_column": {"table": "alk_tickets", "column": "seq", "name": "ticket_no", "type": "bigint"}}]}');
+INSERT INTO alk_tickets (id) VALUES (3);
+SELECT zdm.backfill('alk_1s', 100);
+SELECT zdm.backfill('alk_1s', 100);
+SELECT zdm.contract('alk_1s');
+SELECT zt.describe('alk_tickets');
+INSERT INTO alk_tickets (id) VALUES (4);
+SELECT * FROM alk_tickets ORDER BY id;
+RESET ROLE;
+
 --
 -- 2. In place, with API versions: the migration restates a check under
 --    the name of the old column's (it replaces it) and the comment; the
@@ -302,7 +318,7 @@ SELECT zdm.rollback('alk_21b');
 RESET ROLE;
 
 DROP VIEW alk_nicks;
-DROP TABLE alk_accounts, alk_items, alk_refs, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
+DROP TABLE alk_accounts, alk_tickets, alk_items, alk_refs, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
 DROP FUNCTION alk_noop();
 -- The versions of this suite are not the later suites' business.
 DROP SCHEMA alk_v1, alk_v2, alk_v3, alk_p2, alk_b2 CASCADE;
