@@ -25,8 +25,8 @@
  *
  * All of them are found the same way, as DROP COLUMN would find them: in
  * pg_depend, as objects depending on the column (of the table, and of each
- * partition: what a partition has of its own, not inherited from the
- * partitioned table, would be lost as well).  The column itself must be a
+ * partition or inheritance child: what one has of its own, not inherited
+ * from the table, would be lost as well).  The column itself must be a
  * plain one: an identity or generated column cannot be carried either.
  *
  *-------------------------------------------------------------------------
@@ -268,7 +268,7 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 						(def && sc->default_text && strcmp(def, sc->default_text) == 0))
 						return;
 					refuse(sc, REFUSED_OTHER,
-						   psprintf("a default of its own on partition %s (%s)",
+						   psprintf("a default of its own on %s, which inherits the column (%s)",
 									qualified_rel(relid), def ? def : "?"));
 					return;
 				}
@@ -484,7 +484,7 @@ zdm_column_attached(const char *migration, Oid relid, const char *col,
 	sc.default_text = zdm_column_default(relid, attnum, NULL);
 
 	scan_column(&sc, relid, attnum, false);
-	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+	if (has_subclass(relid))
 	{
 		ListCell   *lc;
 

@@ -677,7 +677,7 @@ zdm_duplicate_column(ZdmColumnCopy *c)
 	if (c->keep_comment)
 	{
 		carry_comment(c, c->relid);
-		if (get_rel_relkind(c->relid) == RELKIND_PARTITIONED_TABLE)
+		if (has_subclass(c->relid))
 			foreach(lc, find_all_inheritors(c->relid, NoLock, NULL))
 				if (lfirst_oid(lc) != c->relid)
 					carry_comment(c, lfirst_oid(lc));
