@@ -91,6 +91,29 @@ INSERT INTO alk_tickets (id) VALUES (4);
 SELECT * FROM alk_tickets ORDER BY id;
 RESET ROLE;
 
+-- A partitioned table: the partitions' copies of the table's check are
+-- the table's business (carried with it), a partition's own comment is
+-- copied; a check a partition has of its own is refused.
+CREATE TABLE alk_events (id int, region text, kind text NOT NULL CONSTRAINT alk_kind_set CHECK (kind <> ''),
+                         PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE alk_events_eu PARTITION OF alk_events FOR VALUES IN ('eu');
+CREATE TABLE alk_events_us PARTITION OF alk_events FOR VALUES IN ('us');
+COMMENT ON COLUMN alk_events_eu.kind IS 'kind, eu';
+INSERT INTO alk_events VALUES (1, 'eu', 'a'), (2, 'us', 'b');
+ALTER TABLE alk_events OWNER TO regress_alk_migrator;
+ALTER TABLE alk_events_eu OWNER TO regress_alk_migrator;
+ALTER TABLE alk_events_us OWNER TO regress_alk_migrator;
+SET ROLE regress_alk_migrator;
+SELECT zdm.expand('alk_1p', '{"operations": [{"alter_column": {"table": "alk_events", "column": "kind", "name": "event_kind", "type": "varchar(20)"}}]}');
+SELECT zdm.backfill('alk_1p', 100);
+SELECT zdm.backfill('alk_1p', 100);
+SELECT zdm.backfill('alk_1p', 100);
+SELECT zdm.contract('alk_1p');
+SELECT zt.describe('alk_events_eu');
+ALTER TABLE alk_events_us ADD CONSTRAINT alk_us_only CHECK (event_kind <> 'eu');
+SELECT zt.try($$SELECT zdm.expand('alk_1q', '{"operations": [{"alter_column": {"table": "alk_events", "column": "event_kind", "name": "kind"}}]}')$$);
+RESET ROLE;
+
 --
 -- 2. In place, with API versions: the migration restates a check under
 --    the name of the old column's (it replaces it) and the comment; the
@@ -318,7 +341,7 @@ SELECT zdm.rollback('alk_21b');
 RESET ROLE;
 
 DROP VIEW alk_nicks;
-DROP TABLE alk_accounts, alk_tickets, alk_items, alk_refs, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
+DROP TABLE alk_accounts, alk_tickets, alk_events, alk_items, alk_refs, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
 DROP FUNCTION alk_noop();
 -- The versions of this suite are not the later suites' business.
 DROP SCHEMA alk_v1, alk_v2, alk_v3, alk_p2, alk_b2 CASCADE;
