@@ -3,8 +3,9 @@
 --
 -- zt.try(sql) runs a statement and reports its SQLSTATE, message and hint
 -- instead of failing, so the error suites can show all three.  zt.shape(t)
--- describes a table (columns, constraints, triggers) so a suite can show
--- that a failed or rolled-back step changed nothing.
+-- describes a table (columns, constraints, triggers), zt.describe(t) with
+-- comments, indexes and more, so a suite can show that a failed or
+-- rolled-back step changed nothing.
 --
 LOAD 'zdm';
 CREATE SCHEMA zt;
@@ -34,6 +35,25 @@ SELECT concat_ws(E'\n',
        FROM pg_constraint WHERE conrelid = rel),
     (SELECT string_agg(format('trigger %s', tgname), E'\n' ORDER BY tgname)
        FROM pg_trigger WHERE tgrelid = rel AND NOT tgisinternal))
+$$;
+
+-- zt.describe(t): zt.shape() and what else a migration could leave behind or
+-- take away: column comments, indexes, the foreign keys of other tables
+-- that reference t, the sequences it owns.
+CREATE FUNCTION zt.describe(rel regclass) RETURNS text LANGUAGE sql AS $$
+SELECT concat_ws(E'\n', zt.shape(rel),
+    (SELECT string_agg(format('comment on %I: %s', attname, col_description(rel, attnum)), E'\n' ORDER BY attnum)
+       FROM pg_attribute
+      WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped AND col_description(rel, attnum) IS NOT NULL),
+    (SELECT string_agg(pg_get_indexdef(indexrelid), E'\n' ORDER BY indexrelid::regclass::text)
+       FROM pg_index WHERE indrelid = rel),
+    (SELECT string_agg(format('referenced by %s of %s: %s', conname, conrelid::regclass, pg_get_constraintdef(oid)),
+                       E'\n' ORDER BY conname)
+       FROM pg_constraint WHERE confrelid = rel AND conrelid <> rel),
+    (SELECT string_agg(format('owns %s through %I', d.objid::regclass, a.attname), E'\n' ORDER BY 1)
+       FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = rel AND d.classid = 'pg_class'::regclass
+        AND d.deptype = 'a' AND d.refobjsubid > 0))
 $$;
 
 -- What CREATE EXTENSION made.

@@ -84,6 +84,13 @@ typedef struct TableWork
 	List	   *validate;		/* SQL, contract, under SHARE UPDATE EXCLUSIVE */
 	List	   *contract;		/* SQL, contract, under ACCESS EXCLUSIVE */
 	List	   *rollback;		/* SQL, rollback, in reverse order */
+	List	   *referenced;		/* OIDs of tables to lock SHARE ROW EXCLUSIVE */
+	List	   *contract_other; /* ZdmPlanStep *: contract steps locking other tables */
+	List	   *rollback_other; /* ZdmPlanStep *: rollback's, likewise */
+	List	   *carried;		/* OIDs of constraints an alter_column carries */
+	bool		old_view_created;	/* expand created the old version's view */
+	List	   *check_refs;		/* alter_column "check": pairs of constraint
+								 * and a column it names */
 	List	   *hidden_in_new;	/* old columns the new version no longer sees */
 	List	   *new_physical;	/* new columns, physical names ... */
 	List	   *new_visible;	/* ... and the names the new version sees */
@@ -136,6 +143,13 @@ made_name(const char *prefix, const char *a, const char *b)
 	int			keep = pg_mbcliplen(base, strlen(base), NAMEDATALEN - 1 - 9);
 
 	return psprintf("%.*s_%08x", keep, base, h);
+}
+
+/* The same, for the helpers of expand (duplicate.c). */
+char *
+zdm_made_name(const char *prefix, const char *a, const char *b)
+{
+	return made_name(prefix, a, b);
 }
 
 /* Attribute number of col in desc, or 0. */
@@ -531,8 +545,8 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 	if (up)
 	{
 		up = zdm_expr_normalize(up);
-		(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", col),
-								tw->desc, tw->name, up, typid, typmod);
+		(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", col),
+									tw->desc, tw->name, up, typid, typmod);
 	}
 	if (!nullable && !dflt && !up)
 		ereport(ERROR,
@@ -574,6 +588,49 @@ op_add_column(ExpandState *st, JsonbContainer *op)
 	}
 }
 
+static bool view_exists(TableWork *tw, const char *version);
+
+/*
+ * A constraint naming two columns that this migration both replaces would
+ * have to be rewritten for both at once: refused rather than carried twice.
+ */
+static void
+refuse_carried_twice(ExpandState *st, TableWork *tw, const char *col, List *constraints)
+{
+	ListCell   *lc;
+
+	foreach(lc, constraints)
+	{
+		Oid			con = lfirst_oid(lc);
+
+		if (list_member_oid(tw->carried, con))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("migration \"%s\": constraint \"%s\" of table \"%s\" names column \"%s\" and another column this migration replaces",
+							st->migration, get_constraint_name(con), tw->name, col),
+					 errhint("Replace one of the two columns per migration, or drop the constraint before the migration and add it again after contract.")));
+		tw->carried = lappend_oid(tw->carried, con);
+	}
+}
+
+/*
+ * The views of the table that expand drops and creates again: the
+ * versions' views of a table whose columns the new version sees changed.
+ */
+static List *
+replaced_views(ExpandState *st, TableWork *tw)
+{
+	List	   *views = NIL;
+	const char *versions[2] = {st->version_old, st->version_new};
+
+	if (st->version_new == NULL)
+		return NIL;
+	for (int i = 0; i < 2; i++)
+		if (versions[i] && view_exists(tw, versions[i]))
+			views = lappend_oid(views, get_relname_relid(tw->name, get_namespace_oid(versions[i], false)));
+	return views;
+}
+
 static void
 op_alter_column(ExpandState *st, JsonbContainer *op)
 {
@@ -597,7 +654,10 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	DualRule   *r;
 	char	   *visible;
 	bool		in_place;
+	ZdmColumnCopy copy;
+	ListCell   *lc;
 
+	memset(&copy, 0, sizeof(copy));
 	tw = table_work(st, table, true);
 	if (!OidIsValid(tw->relid))
 		ereport(ERROR,
@@ -607,6 +667,9 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 				 errhint("Define the column as it should be in the create_table operation.")));
 	old = existing_column(st, tw, col);
 	refuse_key_column(st, tw, col);
+	/* What depends on the old column: kept by the new one, or refused. */
+	zdm_column_attached(st->migration, tw->relid, col, replaced_views(st, tw), &copy.attached);
+	refuse_carried_twice(st, tw, col, list_concat_copy(copy.attached.checks, copy.attached.fkeys));
 	visible = newname ? newname : col;
 	in_place = strcmp(visible, col) == 0;
 	if (in_place)
@@ -646,34 +709,75 @@ op_alter_column(ExpandState *st, JsonbContainer *op)
 	/* Without up/down, the value is carried over as it is (a rename). */
 	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
 	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(visible));
-	(void) zdm_expr_analyze(st->migration, psprintf("up expression of column \"%s\"", visible),
-							tw->desc, tw->name, uptext, typid, typmod);
+	(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", visible),
+								tw->desc, tw->name, uptext, typid, typmod);
 	/* down reads the row as the new version sees it */
-	(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
-							in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
-							tw->name, downtext, old->atttypid, old->atttypmod);
+	(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
+								in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
+								tw->name, downtext, old->atttypid, old->atttypmod);
+
+	/*
+	 * The new column keeps what the old one has and the migration does not
+	 * restate (duplicate.c): checks, foreign keys, default, comment.
+	 */
+	copy.migration = st->migration;
+	copy.ctx = &st->ctx;
+	copy.relid = tw->relid;
+	copy.table = tw->name;
+	copy.qualname = tw->qualname;
+	copy.old_col = col;
+	copy.new_col = newname;
+	copy.typid = typid;
+	copy.typmod = typmod;
+	copy.desc = tw->desc;
+	copy.seen = in_place ? zdm_desc_as_seen(tw->desc, col, newname) : NULL;
+	copy.schema = st->schema;
+	copy.check = zdm_json_object(&st->ctx, op, "check", false);
+	copy.references = zdm_json_object(&st->ctx, op, "references", false);
+	copy.keep_default = !zdm_json_present(op, "default");
+	copy.keep_comment = !zdm_json_present(op, "comment");
+	zdm_duplicate_column(&copy);
 
 	/* The new column has no default while both are live: see trigger.c. */
 	tw->expand = lappend(tw->expand,
 						 psprintf("ALTER TABLE %s ADD COLUMN %s %s", tw->qualname, qcol(newname), typname));
 	if (!nullable)
 		add_not_null(tw, newname);
-	if (zdm_json_has(op, "check"))
-		add_check(st, tw, zdm_json_object(&st->ctx, op, "check", true), true);
+	tw->expand = list_concat(tw->expand, copy.expand);
+	tw->validate = list_concat(tw->validate, copy.validate);
 	add_comment(tw, newname, comment);
 	if (dflt)
 		tw->contract = lappend(tw->contract,
 							   psprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", tw->qualname,
 										qcol(newname),
 										check_default(st, tw, newname, dflt, typid, typmod, false)));
+	tw->contract = list_concat(tw->contract, copy.before_drop);
 	tw->contract = lappend(tw->contract,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));
 	if (in_place)
 		tw->contract = lappend(tw->contract,
 							   psprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", tw->qualname,
 										qcol(newname), qcol(col)));
+	tw->contract = list_concat(tw->contract, copy.after_drop);
+	/* (rollback runs its list backwards: the constraints go first) */
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(newname)));
+	tw->rollback = list_concat(tw->rollback, copy.rollback);
+	tw->contract_other = list_concat(tw->contract_other, copy.contract_other);
+	tw->rollback_other = list_concat(tw->rollback_other, copy.rollback_other);
+	zdm_lock_stats_add(&st->claim, &copy.claim);
+	foreach(lc, copy.check_columns)
+		tw->check_refs = lappend(lappend(tw->check_refs, zdm_json_string(&st->ctx, copy.check, "name", true)),
+								 lfirst(lc));
+	if (copy.referenced != NIL)
+	{
+		ZdmLockStats stats;
+
+		/* Claimed like the tables the operations name (expand_claim_tables). */
+		zdm_claim_relations(st->migration, copy.referenced, &stats);
+		zdm_lock_stats_add(&st->claim, &stats);
+		tw->referenced = list_concat(tw->referenced, copy.referenced);
+	}
 
 	r = palloc0(sizeof(DualRule));
 	r->old_col = col;
@@ -724,8 +828,8 @@ op_drop_column(ExpandState *st, JsonbContainer *op)
 		DualRule   *r = palloc0(sizeof(DualRule));
 
 		down = zdm_expr_normalize(down);
-		(void) zdm_expr_analyze(st->migration, psprintf("down expression of column \"%s\"", col),
-								tw->desc, tw->name, down, old->atttypid, old->atttypmod);
+		(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
+									tw->desc, tw->name, down, old->atttypid, old->atttypmod);
 		r->old_col = col;
 		r->down = down;
 		tw->rules = lappend(tw->rules, r);
@@ -1080,6 +1184,23 @@ append_steps(StringInfo buf, bool *first, TableWork *tw, const char *lock, List 
 	}
 }
 
+/* Steps that lock a table of their own (ZdmPlanStep *): see duplicate.c. */
+static void
+append_other_steps(StringInfo buf, bool *first, List *steps)
+{
+	ListCell   *lc;
+
+	foreach(lc, steps)
+	{
+		ZdmPlanStep *step = lfirst(lc);
+
+		appendStringInfo(buf, "%s{\"relation\": %s, \"lock\": \"%s\", \"sql\": %s}",
+						 *first ? "" : ", ", zdm_json_escape(step->relation), step->lock,
+						 zdm_json_escape(step->sql));
+		*first = false;
+	}
+}
+
 static char *
 join_list(List *list, const char *sep)
 {
@@ -1185,20 +1306,10 @@ plan_json(ExpandState *st)
 			char	   *v = view_name(tw, st->version_old);
 
 			steps = lcons(psprintf("DROP VIEW IF EXISTS %s", v), steps);
-			steps = lappend(steps, psprintf("CREATE VIEW %s AS SELECT * FROM %s WHERE zdm.version_retired_check(%s, %s)",
-											v, tw->qualname, quote_literal_cstr(st->version_old),
-											quote_literal_cstr(st->migration)));
-			steps = lappend(steps, psprintf("CREATE TRIGGER zdm_version_retired INSTEAD OF INSERT OR UPDATE OR DELETE ON %s"
-											" FOR EACH ROW EXECUTE FUNCTION zdm.version_retired(%s, %s)",
-											v, quote_literal_cstr(st->version_old),
-											quote_literal_cstr(st->migration)));
-			/*
-			 * Every client reaches the guard and gets its error, never a
-			 * permission error: it returns no row (its condition raises
-			 * before any row is read) and writes none.
-			 */
-			steps = lappend(steps, view_grant_sql(tw, st->version_old));
+			steps = list_concat(steps, zdm_guard_view_sql(tw->qualname, tw->name, st->version_old,
+														  st->migration));
 		}
+		append_other_steps(&buf, &first, tw->contract_other);
 		append_steps(&buf, &first, tw, "exclusive", steps);
 	}
 
@@ -1217,14 +1328,20 @@ plan_json(ExpandState *st)
 											quote_identifier(trigger_name(st, tw)), tw->qualname));
 		for (int j = list_length(tw->rollback) - 1; j >= 0; j--)
 			steps = lappend(steps, list_nth(tw->rollback, j));
+		append_other_steps(&buf, &first, tw->rollback_other);
 		append_steps(&buf, &first, tw, "exclusive", steps);
 	}
-	/* schemas this migration created go last, once their views are gone */
+	/*
+	 * The old version's views this migration created (a view that was
+	 * there before it is left as expand re-created it, the same), then the
+	 * schemas it created, once their views are gone.
+	 */
 	foreach(lc, st->tables)
 	{
 		TableWork  *tw = lfirst(lc);
 
-		if (has_views(st, tw) && st->version_old && str_in_list(st->schemas, st->version_old))
+		if (has_views(st, tw) && st->version_old &&
+			(tw->old_view_created || str_in_list(st->schemas, st->version_old)))
 			append_steps(&buf, &first, tw, "exclusive",
 						 list_make1(psprintf("DROP VIEW IF EXISTS %s", view_name(tw, st->version_old))));
 	}
@@ -1252,8 +1369,8 @@ typedef struct OpKind
 
 static const char *const add_column_keys[] = {"table", "column", "up", NULL};
 static const char *const alter_column_keys[] = {"table", "column", "name", "type", "up", "down",
-"nullable", "check", "comment", "default", NULL};
-static const char *const alter_column_unsupported[] = {"unique", "references", NULL};
+"nullable", "check", "comment", "default", "references", NULL};
+static const char *const alter_column_unsupported[] = {"unique", NULL};
 static const char *const drop_column_keys[] = {"table", "column", "down", NULL};
 static const char *const create_table_keys[] = {"name", "columns", "comment", NULL};
 static const char *const create_table_unsupported[] = {"constraints", NULL};
@@ -1338,6 +1455,7 @@ static void
 expand_check_operations(ExpandState *st, JsonbContainer *ops)
 {
 	int			nops = JsonContainerSize(ops);
+	ListCell   *lc;
 
 	if (nops == 0)
 		ereport(ERROR,
@@ -1404,6 +1522,24 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 	}
 	st->ctx.opno = 0;
 	st->ctx.opname = NULL;
+
+	/*
+	 * A check an alter_column adds must not name a column that the
+	 * migration replaces or drops: contract would drop the check with it.
+	 */
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+
+		for (int i = 0; i + 1 < list_length(tw->check_refs); i += 2)
+			if (str_in_list(tw->hidden_in_new, list_nth(tw->check_refs, i + 1)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						 errmsg("migration \"%s\": check constraint \"%s\" names column \"%s\" of table \"%s\", which the migration replaces or drops",
+								st->migration, (char *) list_nth(tw->check_refs, i),
+								(char *) list_nth(tw->check_refs, i + 1), tw->name),
+						 errhint("Name the new column instead, or leave that column out of the check; contract would drop the check with it.")));
+	}
 }
 
 /* Lock every existing table for DDL, then run the expand statements. */
@@ -1411,6 +1547,7 @@ static void
 expand_apply(ExpandState *st)
 {
 	List	   *relids = NIL;
+	List	   *modes = NIL;
 	ZdmLockStats stats;
 	ListCell   *lc;
 	bool		charged = false;
@@ -1418,11 +1555,21 @@ expand_apply(ExpandState *st)
 	foreach(lc, st->tables)
 	{
 		TableWork  *tw = lfirst(lc);
+		ListCell   *lc2;
 
 		if (OidIsValid(tw->relid) && (tw->expand || tw->rules))
+		{
 			relids = lappend_oid(relids, tw->relid);
+			modes = lappend_int(modes, AccessExclusiveLock);
+		}
+		/* the tables new foreign keys reference: ADD FOREIGN KEY's lock */
+		foreach(lc2, tw->referenced)
+		{
+			relids = lappend_oid(relids, lfirst_oid(lc2));
+			modes = lappend_int(modes, ShareRowExclusiveLock);
+		}
 	}
-	zdm_lock_relations(st->migration, relids, AccessExclusiveLock, &stats);
+	zdm_lock_relations_modes(st->migration, relids, modes, &stats);
 	/* The first statement on a table is charged with the claims' wait too. */
 	zdm_lock_stats_add(&stats, &st->claim);
 
@@ -1451,6 +1598,8 @@ expand_apply(ExpandState *st)
 			{
 				if (view_exists(tw, st->version_old))
 					steps = lappend(steps, psprintf("DROP VIEW %s", view_name(tw, st->version_old)));
+				else
+					tw->old_view_created = true;	/* rollback drops it */
 				steps = lappend(steps, view_sql(tw, st->version_old, false));
 				steps = lappend(steps, view_grant_sql(tw, st->version_old));
 			}

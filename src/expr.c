@@ -36,6 +36,7 @@
 #include "parser/parse_node.h"
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
+#include "parser/scansup.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -142,30 +143,52 @@ zdm_expr_check_syntax(const char *migration, const char *what, const char *text)
 	(void) expr_parse(migration, what, text);
 }
 
+/*
+ * Does the expression read the row whole or a system column of it?  Inside
+ * a sub-select the row is the Var of varno 1 one level further up; the
+ * sub-select's own whole-row references are its business.
+ */
 static bool
-has_whole_row_var(Node *node, void *context)
+has_whole_row_var(Node *node, int *depth)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, Var) && ((Var *) node)->varattno <= 0)
-		return true;
-	return expression_tree_walker(node, has_whole_row_var, context);
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		return var->varlevelsup == *depth && var->varno == 1 && var->varattno <= 0;
+	}
+	if (IsA(node, Query))
+	{
+		bool		found;
+
+		(*depth)++;
+		found = query_tree_walker((Query *) node, has_whole_row_var, depth, 0);
+		(*depth)--;
+		return found;
+	}
+	return expression_tree_walker(node, has_whole_row_var, depth);
 }
 
 /*
  * Analyse text as an expression over a row of type desc (named relname),
  * coerced to typid/typmod as an assignment would be (InvalidOid: left as
  * it is).  Returns the analysed tree; Vars have varno 1 and the attribute
- * numbers of desc.
+ * numbers of desc (varlevelsup 1 or more inside a sub-select).  Only up
+ * and down may hold sub-selects (zdm_expr_analyze_row): a default or a
+ * check cannot.
  */
-Node *
-zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
-				 const char *relname, const char *text, Oid typid, int32 typmod)
+static Node *
+expr_analyze(const char *migration, const char *what, TupleDesc desc,
+			 const char *relname, const char *text, Oid typid, int32 typmod,
+			 bool sublinks)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Node	   *raw = expr_parse(migration, what, text);
 	Node	   *expr = NULL;
 	ParseState *pstate;
+	int			depth = 0;
 
 	pstate = make_parsestate(NULL);
 	pstate->p_sourcetext = text;
@@ -195,11 +218,12 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 	}
 	PG_END_TRY();
 
-	if (pstate->p_hasSubLinks)
+	if (pstate->p_hasSubLinks && !sublinks)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not contain a subquery", migration, what),
-				 errhint("Compute the value from the row's own columns; the dual-write trigger evaluates it for every row written.")));
+				 errhint("A default or a check constraint is computed from the row's own columns; "
+						 "only \"up\" and \"down\" may read other rows.")));
 	if (pstate->p_hasAggs || pstate->p_hasWindowFuncs)
 		ereport(ERROR,
 				(errcode(ERRCODE_GROUPING_ERROR),
@@ -211,7 +235,7 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not return a set", migration, what),
 				 errhint("Compute one value per row.")));
-	if (has_whole_row_var(expr, NULL))
+	if (has_whole_row_var(expr, &depth))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("migration \"%s\": %s must not refer to the whole row or a system column",
@@ -239,6 +263,25 @@ zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
 	assign_expr_collations(pstate, expr);
 	free_parsestate(pstate);
 	return expr;
+}
+
+/* A default or a check: an expression over the row's own columns. */
+Node *
+zdm_expr_analyze(const char *migration, const char *what, TupleDesc desc,
+				 const char *relname, const char *text, Oid typid, int32 typmod)
+{
+	return expr_analyze(migration, what, desc, relname, text, typid, typmod, false);
+}
+
+/*
+ * An up or down expression: it may also read other rows through
+ * sub-selects (the dual-write trigger runs those as queries: subquery.c).
+ */
+Node *
+zdm_expr_analyze_row(const char *migration, const char *what, TupleDesc desc,
+					 const char *relname, const char *text, Oid typid, int32 typmod)
+{
+	return expr_analyze(migration, what, desc, relname, text, typid, typmod, true);
 }
 
 /* Set search_path for the duration of one step; undo with zdm_guc_pop. */
@@ -282,4 +325,128 @@ zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical)
 			namestrcpy(&att->attname, col);
 	}
 	return d;
+}
+
+/* A column reference naming a column to rename, found in the parse tree. */
+typedef struct RenameRefs
+{
+	const char *from;
+	List	   *locations;		/* of each reference, in the SELECT's text */
+} RenameRefs;
+
+static bool
+collect_column_refs(Node *node, RenameRefs *refs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, ColumnRef))
+	{
+		ColumnRef  *cref = (ColumnRef *) node;
+		Node	   *last = llast(cref->fields);
+
+		if (IsA(last, String) && strcmp(strVal(last), refs->from) == 0)
+			refs->locations = lappend_int(refs->locations, cref->location);
+		return false;
+	}
+	return raw_expression_tree_walker(node, collect_column_refs, (void *) refs);
+}
+
+/* Where the identifier starting at p ends, or NULL if none starts there. */
+static const char *
+identifier_end(const char *p)
+{
+	if ((p[0] == 'U' || p[0] == 'u') && p[1] == '&' && p[2] == '"')
+		p += 2;
+	if (*p == '"')
+	{
+		for (p++; *p; p++)
+			if (*p == '"')
+			{
+				if (p[1] != '"')
+					return p + 1;
+				p++;
+			}
+		return NULL;
+	}
+	if (!(isalpha((unsigned char) *p) || *p == '_' || IS_HIGHBIT_SET(*p)))
+		return NULL;
+	while (isalnum((unsigned char) *p) || *p == '_' || *p == '$' || IS_HIGHBIT_SET(*p))
+		p++;
+	return p;
+}
+
+/* Is the identifier from start to end (as identifier_end found it) name? */
+static bool
+identifier_is(const char *start, const char *end, const char *name)
+{
+	StringInfoData id;
+
+	if ((*start == 'U' || *start == 'u') && start[1] == '&')
+		return true;			/* U&"...": taken on trust */
+	if (*start != '"')
+		return strcmp(downcase_truncate_identifier(start, end - start, false), name) == 0;
+	initStringInfo(&id);
+	for (const char *p = start + 1; p < end - 1; p++)
+	{
+		appendStringInfoChar(&id, *p);
+		if (*p == '"')
+			p++;
+	}
+	return strcmp(id.data, name) == 0;
+}
+
+/*
+ * text, an expression over one table's row (a check constraint), with every
+ * reference to column "from" made to name column "to" instead: the
+ * constraint the old column had, or a migration's check written with the
+ * column's visible name, put on a physically new column.  The references
+ * are found by parsing, so a string literal or a function of that name is
+ * left alone; the qualification of a reference (t.col) is kept.  Not for
+ * text with sub-selects, whose columns may belong to other tables.
+ */
+char *
+zdm_expr_rename_column(const char *migration, const char *what, const char *text,
+					   const char *from, const char *to)
+{
+	const char *prefix = "SELECT (";
+	char	   *sql = psprintf("%s%s\n)", prefix, text);
+	RenameRefs	refs = {from, NIL};
+	StringInfoData out;
+	int			done = 0;
+	ListCell   *lc;
+
+	(void) collect_column_refs(expr_parse(migration, what, text), &refs);
+	list_sort(refs.locations, list_int_cmp);
+	initStringInfo(&out);
+	foreach(lc, refs.locations)
+	{
+		int			loc = lfirst_int(lc) - (int) strlen(prefix);
+		const char *p = text + loc;
+		const char *start = p;
+		const char *end = identifier_end(p);
+
+		/* the last of the dotted names is the column */
+		while (end != NULL)
+		{
+			const char *q = end;
+
+			while (isspace((unsigned char) *q))
+				q++;
+			if (*q != '.')
+				break;
+			q++;
+			while (isspace((unsigned char) *q))
+				q++;
+			start = q;
+			end = identifier_end(q);
+		}
+		if (loc < done || end == NULL || !identifier_is(start, end, from))
+			elog(ERROR, "zdm: could not find column reference \"%s\" at offset %d of \"%s\"",
+				 from, loc, sql);
+		appendBinaryStringInfo(&out, text + done, start - (text + done));
+		appendStringInfoString(&out, quote_identifier(to));
+		done = end - text;
+	}
+	appendStringInfoString(&out, text + done);
+	return out.data;
 }

@@ -44,7 +44,8 @@
  *	  expression reads (those make the trigger write the old column), whose
  *	  SET expressions that up reads are not volatile and not subqueries
  *	  (they are evaluated again inside the new column's expression);
- *	- up expressions that read no rule's new column;
+ *	- up expressions that read no rule's new column and hold no sub-select
+ *	  (the trigger runs those as queries: subquery.c);
  *	- the statement planned itself (not an UPDATE inside WITH), in a
  *	  session that has loaded zdm.
  * INSERT, COPY, MERGE and INSERT ... ON CONFLICT keep the trigger.
@@ -68,6 +69,7 @@
 #include "optimizer/planner.h"
 #include "parser/parse_func.h"
 #include "parser/parsetree.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -184,6 +186,9 @@ can_inline(RowRefs *refs, int nrules, ZdmRule *rules)
 				return false;
 		if (!r->up || r->new_att == 0)
 			continue;
+		/* An up with a sub-select is the trigger's to run (subquery.c). */
+		if (r->up_tree == NULL || checkExprHasSubLink(r->up_tree))
+			return false;
 		any_up = true;
 		for (int d = 0; d < r->n_up_deps; d++)
 		{

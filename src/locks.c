@@ -49,13 +49,13 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-/* One call's locks: every relation in one table lock mode, or claims. */
+/* One call's locks: each relation in its table lock mode, or claims. */
 typedef struct LockSet
 {
 	const char *migration;
 	Oid		   *relids;
+	LOCKMODE   *modes;			/* each one's table lock mode, unless claim */
 	int			n;
-	LOCKMODE	mode;			/* table lock mode, unless claim */
 	bool		claim;			/* zdm's claims on the tables instead */
 } LockSet;
 
@@ -95,8 +95,10 @@ zdm_lock_timeout_push(void)
  * raises lock_not_available), or only if it is free at once.
  */
 static bool
-lock_member(const LockSet *set, Oid relid, bool wait)
+lock_member(const LockSet *set, int i, bool wait)
 {
+	Oid			relid = set->relids[i];
+
 	if (set->claim)
 	{
 		LOCKTAG		tag;
@@ -106,8 +108,8 @@ lock_member(const LockSet *set, Oid relid, bool wait)
 		return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 	}
 	if (!wait)
-		return ConditionalLockRelationOid(relid, set->mode);
-	LockRelationOid(relid, set->mode);
+		return ConditionalLockRelationOid(relid, set->modes[i]);
+	LockRelationOid(relid, set->modes[i]);
 	return true;
 }
 
@@ -132,13 +134,13 @@ lock_attempt(const LockSet *set, int first)
 		int			level = zdm_lock_timeout_push();
 
 		busy = set->relids[first];
-		(void) lock_member(set, set->relids[first], true);
+		(void) lock_member(set, first, true);
 		busy = InvalidOid;
 		for (int i = 0; i < set->n && !OidIsValid(busy); i++)
 		{
 			if (i == first)
 				continue;
-			if (!lock_member(set, set->relids[i], false))
+			if (!lock_member(set, i, false))
 				busy = set->relids[i];
 		}
 		zdm_guc_pop(level);
@@ -175,7 +177,11 @@ static void
 report_budget_spent(const LockSet *set, Oid busy, const ZdmLockStats *stats)
 {
 	char	   *relname = get_rel_name(busy);
+	LOCKMODE	mode = NoLock;
 
+	for (int i = 0; i < set->n; i++)
+		if (set->relids[i] == busy)
+			mode = set->modes[i];
 	if (set->claim)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -190,7 +196,7 @@ report_budget_spent(const LockSet *set, Oid busy, const ZdmLockStats *stats)
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 			 errmsg("migration \"%s\": could not lock table \"%s\" in %s mode within %d ms",
-					set->migration, relname ? relname : "?", lockmode_label(set->mode),
+					set->migration, relname ? relname : "?", lockmode_label(mode),
 					zdm_lock_budget_ms),
 			 errdetail("%d attempts, each waiting at most %d ms (zdm.lock_timeout); nothing was changed.",
 					   stats->attempts, zdm_lock_timeout_ms),
@@ -259,24 +265,38 @@ lock_set(LockSet *set, ZdmLockStats *stats)
 	stats->wait_ms = zdm_ms_since(start);
 }
 
-/* The relids of a list as a LockSet's array, duplicates left out. */
+/*
+ * The relids of a list as a LockSet's array, each with its mode (modes, an
+ * integer list, or mode for all); a relation listed twice is locked once,
+ * in the stronger mode.
+ */
 static void
-lock_set_init(LockSet *set, const char *migration, List *relids)
+lock_set_init(LockSet *set, const char *migration, List *relids, List *modes,
+			  LOCKMODE mode)
 {
 	ListCell   *lc;
 
 	set->migration = migration;
 	set->relids = palloc(sizeof(Oid) * Max(list_length(relids), 1));
+	set->modes = palloc(sizeof(LOCKMODE) * Max(list_length(relids), 1));
 	set->n = 0;
 	foreach(lc, relids)
 	{
 		Oid			relid = lfirst_oid(lc);
+		LOCKMODE	m = modes ? list_nth_int(modes, foreach_current_index(lc)) : mode;
 		bool		seen = false;
 
 		for (int i = 0; i < set->n; i++)
-			seen = seen || set->relids[i] == relid;
+			if (set->relids[i] == relid)
+			{
+				set->modes[i] = Max(set->modes[i], m);
+				seen = true;
+			}
 		if (!seen)
+		{
+			set->modes[set->n] = m;
 			set->relids[set->n++] = relid;
+		}
 	}
 }
 
@@ -290,8 +310,23 @@ zdm_lock_relations(const char *migration, List *relids, LOCKMODE mode,
 {
 	LockSet		set;
 
-	lock_set_init(&set, migration, relids);
-	set.mode = mode;
+	lock_set_init(&set, migration, relids, NIL, mode);
+	set.claim = false;
+	lock_set(&set, stats);
+}
+
+/*
+ * The same, each relation in its own mode (modes: an integer list, one per
+ * relid): expand takes ACCESS EXCLUSIVE on its tables and SHARE ROW
+ * EXCLUSIVE on the tables their new foreign keys reference, all together.
+ */
+void
+zdm_lock_relations_modes(const char *migration, List *relids, List *modes,
+						 ZdmLockStats *stats)
+{
+	LockSet		set;
+
+	lock_set_init(&set, migration, relids, modes, NoLock);
 	set.claim = false;
 	lock_set(&set, stats);
 }
@@ -307,8 +342,7 @@ zdm_claim_relations(const char *migration, List *relids, ZdmLockStats *stats)
 {
 	LockSet		set;
 
-	lock_set_init(&set, migration, relids);
-	set.mode = NoLock;
+	lock_set_init(&set, migration, relids, NIL, NoLock);
 	set.claim = true;
 	lock_set(&set, stats);
 }

@@ -89,6 +89,14 @@ zdm_json_has(JsonbContainer *obj, const char *key)
 	return spec_get(obj, key) != NULL;
 }
 
+/* Is key there at all, a JSON null included ("comment": null says "none")? */
+bool
+zdm_json_present(JsonbContainer *obj, const char *key)
+{
+	return obj != NULL && JsonContainerIsObject(obj) &&
+		getKeyJsonValueFromContainer(obj, key, strlen(key), NULL) != NULL;
+}
+
 /* A nested object, or NULL when absent and not required. */
 JsonbContainer *
 zdm_json_object(ZdmSpecCtx *ctx, JsonbContainer *obj, const char *key, bool required)

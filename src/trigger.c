@@ -38,8 +38,9 @@
  * sees it: the physically new column under the old name.
  *
  * Expressions are compiled once per trigger and cached in
- * CacheMemoryContext (ExprState, no SPI), and invalidated by a relcache
- * callback when the table changes.  Every partition's trigger is a clone
+ * CacheMemoryContext (ExprState, no SPI; one with a sub-select runs as a
+ * prepared query: subquery.c), and invalidated by a relcache callback
+ * when the table changes.  Every partition's trigger is a clone
  * with its own cache entry and its own attribute numbers, so partitions
  * whose columns are laid out differently work too.
  *
@@ -80,6 +81,7 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_func.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
@@ -290,20 +292,32 @@ rule_compile(Relation rel, const char *migration, const char *what,
 	Node	   *expr;
 	Bitmapset  *vars = NULL;
 	int			x = -1;
+	ExprState  *state;
 
 	if (in_place_physical)
 		seen = zdm_desc_as_seen(desc, NameStr(target->attname), in_place_physical);
-	expr = zdm_expr_analyze(migration, what, seen, RelationGetRelationName(rel),
-							text, target->atttypid, target->atttypmod);
+	expr = zdm_expr_analyze_row(migration, what, seen, RelationGetRelationName(rel),
+								text, target->atttypid, target->atttypmod);
 	if (tree)
 		*tree = copyObject(expr);
-	expr = (Node *) expression_planner((Expr *) expr);
-	pull_varattnos(expr, 1, &vars);
+	if (checkExprHasSubLink(expr))
+	{
+		/* a sub-select: run as a query over the row (subquery.c) */
+		vars = zdm_row_columns(expr);
+		state = zdm_subquery_compile(seen, RelationGetRelationName(rel), text,
+									 target->atttypid, target->atttypmod);
+	}
+	else
+	{
+		expr = (Node *) expression_planner((Expr *) expr);
+		pull_varattnos(expr, 1, &vars);
+		state = ExecInitExpr((Expr *) expr, NULL);
+	}
 	*ndeps = 0;
 	*deps = palloc(sizeof(AttrNumber) * (bms_num_members(vars) + 1));
 	while ((x = bms_next_member(vars, x)) >= 0)
 		(*deps)[(*ndeps)++] = x + FirstLowInvalidHeapAttributeNumber;
-	return ExecInitExpr((Expr *) expr, NULL);
+	return state;
 }
 
 /* Rules, then (zdm 0.3 on) the marker, the versions and visible names. */

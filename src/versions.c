@@ -81,6 +81,27 @@ zdm_version_lookup(const char *version, char **schema, char **retired_by)
 	return true;
 }
 
+/*
+ * The statements that make a retired version's view of a table the guard
+ * that raises (contract, once the version is retired; and again when a
+ * later migration changes the table's columns).  Every client reaches the
+ * guard and gets its error, never a permission error: it returns no row
+ * (its condition raises before any row is read) and writes none.
+ */
+List *
+zdm_guard_view_sql(const char *qualname, const char *table, const char *version,
+				   const char *migration)
+{
+	char	   *view = psprintf("%s.%s", quote_identifier(version), quote_identifier(table));
+
+	return list_make3(psprintf("CREATE VIEW %s AS SELECT * FROM %s WHERE zdm.version_retired_check(%s, %s)",
+							   view, qualname, quote_literal_cstr(version), quote_literal_cstr(migration)),
+					  psprintf("CREATE TRIGGER zdm_version_retired INSTEAD OF INSERT OR UPDATE OR DELETE ON %s"
+							   " FOR EACH ROW EXECUTE FUNCTION zdm.version_retired(%s, %s)",
+							   view, quote_literal_cstr(version), quote_literal_cstr(migration)),
+					  psprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO PUBLIC", view));
+}
+
 /* Live versions, for hints. */
 static char *
 live_versions(void)

@@ -76,6 +76,7 @@ extern char *zdm_json_string(ZdmSpecCtx *ctx, JsonbContainer *obj,
 extern bool zdm_json_bool(ZdmSpecCtx *ctx, JsonbContainer *obj,
 						  const char *key, bool dflt);
 extern bool zdm_json_has(JsonbContainer *obj, const char *key);
+extern bool zdm_json_present(JsonbContainer *obj, const char *key);
 extern void zdm_json_check_keys(ZdmSpecCtx *ctx, JsonbContainer *obj,
 								const char *what, const char *const *known,
 								const char *const *unsupported);
@@ -122,6 +123,11 @@ extern void zdm_expr_check_syntax(const char *migration, const char *what,
 extern Node *zdm_expr_analyze(const char *migration, const char *what,
 							  TupleDesc desc, const char *relname,
 							  const char *text, Oid typid, int32 typmod);
+extern Node *zdm_expr_analyze_row(const char *migration, const char *what,
+								  TupleDesc desc, const char *relname,
+								  const char *text, Oid typid, int32 typmod);
+extern char *zdm_expr_rename_column(const char *migration, const char *what,
+									const char *text, const char *from, const char *to);
 extern TupleDesc zdm_desc_as_seen(TupleDesc desc, const char *col, const char *physical);
 extern int	zdm_search_path_push(const char *search_path);
 extern void zdm_guc_pop(int nestlevel);
@@ -136,6 +142,8 @@ typedef struct ZdmLockStats
 
 extern void zdm_lock_relations(const char *migration, List *relids,
 							   LOCKMODE mode, ZdmLockStats *stats);
+extern void zdm_lock_relations_modes(const char *migration, List *relids,
+									 List *modes, ZdmLockStats *stats);
 extern void zdm_claim_relations(const char *migration, List *relids,
 								ZdmLockStats *stats);
 extern void zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier);
@@ -143,6 +151,68 @@ extern bool zdm_try_migration_lock(const char *migration);
 struct LOCKTAG;
 extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
+
+/* ---- dependents.c: what depends on a column an alter_column replaces ---- */
+
+/* A retired API version's guard view of a table (versions.c). */
+typedef struct ZdmGuardView
+{
+	char	   *version;
+	char	   *retired_by;		/* the migration that retired it */
+} ZdmGuardView;
+
+/* What the new column keeps of what depends on the old one. */
+typedef struct ZdmColumnAttached
+{
+	List	   *checks;			/* OIDs of CHECK constraints naming it */
+	List	   *fkeys;			/* OIDs of its FOREIGN KEY constraints */
+	List	   *sequences;		/* OIDs of the sequences it owns */
+	List	   *guards;			/* ZdmGuardView * of the table */
+} ZdmColumnAttached;
+
+extern void zdm_column_attached(const char *migration, Oid relid, const char *col,
+								List *replaced_views, ZdmColumnAttached *attached);
+extern char *zdm_column_default(Oid relid, AttrNumber attnum, Node **expr);
+
+/* ---- duplicate.c: the new column of an alter_column keeps what the old had ---- */
+
+typedef struct ZdmColumnCopy
+{
+	/* in: the columns and what the migration says */
+	const char *migration;
+	ZdmSpecCtx *ctx;
+	Oid			relid;
+	const char *table;			/* for messages */
+	const char *qualname;		/* quoted, schema-qualified */
+	const char *old_col;
+	const char *new_col;		/* the new column's physical name */
+	Oid			typid;			/* its type */
+	int32		typmod;
+	TupleDesc	desc;			/* the table's columns after expand */
+	TupleDesc	seen;			/* in place: the same, as the new version sees
+								 * them; otherwise NULL */
+	const char *schema;			/* the migration's "schema", or NULL */
+	JsonbContainer *check;		/* the migration's "check", or NULL */
+	JsonbContainer *references; /* its "references", or NULL */
+	bool		keep_default;	/* the migration says nothing of "default" */
+	bool		keep_comment;	/* nor of "comment" */
+	ZdmColumnAttached attached; /* zdm_column_attached */
+	/* out: statements on the table, per phase */
+	List	   *expand;
+	List	   *validate;		/* contract, SHARE UPDATE EXCLUSIVE */
+	List	   *before_drop;	/* contract, before the old column is dropped */
+	List	   *after_drop;		/* contract, once the new column has its name */
+	List	   *rollback;		/* rollback, before the new column is dropped */
+	/* out: other tables */
+	List	   *referenced;		/* OIDs: SHARE ROW EXCLUSIVE at expand */
+	List	   *contract_other; /* ZdmPlanStep *: steps locking other tables */
+	List	   *rollback_other;
+	ZdmLockStats claim;			/* waits for the claim on a referenced table */
+	List	   *check_columns;	/* the columns the migration's "check" names */
+} ZdmColumnCopy;
+
+extern void zdm_duplicate_column(ZdmColumnCopy *copy);
+extern char *zdm_made_name(const char *prefix, const char *a, const char *b);	/* expand.c */
 
 /* ---- ddl.c: running and journaling DDL ---- */
 
@@ -215,6 +285,8 @@ extern Oid	zdm_function_oid(const char *name, int nargs, const Oid *argtypes);
 #define ZDM_TRIGGER_VERSIONS_MARKER "--zdm-versions-------------------------------------------------------"
 
 extern char *zdm_previous_version(void);
+extern List *zdm_guard_view_sql(const char *qualname, const char *table,
+								const char *version, const char *migration);
 extern bool zdm_version_lookup(const char *version, char **schema, char **retired_by);
 
 /* ---- gate.c ---- */
@@ -288,6 +360,11 @@ extern int	zdm_dual_write_rules(struct RelationData *rel, struct Trigger *tg,
 								 bool with_trees, ZdmRule **rules, bool *versioned);
 extern void zdm_strip_triggers(struct ResultRelInfo *rri,
 							   bool (*drop) (struct Trigger *tg, void *arg), void *arg);
+
+/* subquery.c: up/down with sub-selects, run as queries by the trigger */
+extern struct ExprState *zdm_subquery_compile(TupleDesc desc, const char *relname,
+											  const char *text, Oid typid, int32 typmod);
+extern struct Bitmapset *zdm_row_columns(Node *expr);
 
 extern bool zdm_inline_updates;	/* GUC zdm.inline_updates */
 extern void zdm_inline_init(void);

@@ -1,0 +1,528 @@
+/*-------------------------------------------------------------------------
+ *
+ * dependents.c
+ *	  What hangs on a column that an alter_column replaces, found at expand.
+ *
+ * An alter_column that creates a new column drops the old one at contract,
+ * and with it everything PostgreSQL records as depending on it.  Some of
+ * that the new column must keep, and duplicate.c carries it over: CHECK
+ * constraints, the column's foreign keys, the sequence it owns, and the
+ * guard views zdm left for retired API versions (SELECT * of the table,
+ * so they name every column; they are dropped and created again around
+ * the swap).  The rest zdm cannot carry yet, and expand refuses it here,
+ * naming it, so that contract never finds it in the way of its DROP
+ * COLUMN or, worse, drops it without a word:
+ *
+ *	- indexes, and so UNIQUE, PRIMARY KEY and EXCLUDE constraints and the
+ *	  foreign keys of other tables that rely on them: an index on the new
+ *	  column would be built by CREATE INDEX CONCURRENTLY, which cannot run
+ *	  in the caller's transaction (a plain CREATE INDEX there would scan
+ *	  the table under ACCESS EXCLUSIVE);
+ *	- generated columns computed from it, views and materialized views
+ *	  over it (but the version views that expand itself replaces), rules,
+ *	  policies, statistics objects, triggers whose WHEN or column list
+ *	  names it, publications' column lists, SQL-body functions.
+ *
+ * All of them are found the same way, as DROP COLUMN would find them: in
+ * pg_depend, as objects depending on the column (of the table, and of each
+ * partition or inheritance child: what one has of its own, not inherited
+ * from the table, would be lost as well).  The column itself must be a
+ * plain one: an identity or generated column cannot be carried either.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zdm.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/dependency.h"
+#include "catalog/indexing.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_attrdef.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_rewrite.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "rewrite/rewriteSupport.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+/* Why an object is refused: each kind has its own hint. */
+typedef enum RefusedKind
+{
+	REFUSED_INDEX,				/* an index, or a constraint or key needing one */
+	REFUSED_GENERATED,			/* a generated column */
+	REFUSED_VIEW,				/* a view or materialized view */
+	REFUSED_OTHER				/* rules, policies, statistics, triggers, ... */
+} RefusedKind;
+
+typedef struct DepScan
+{
+	const char *migration;
+	Oid			relid;			/* the table migrated */
+	const char *col;
+	List	   *replaced_views; /* OIDs of views expand re-creates */
+	ZdmColumnAttached *attached;
+	List	   *refused;		/* descriptions, in the order found */
+	List	   *kinds;			/* the RefusedKind of each */
+	char	   *default_text;	/* the table's default of the column, or NULL */
+} DepScan;
+
+static void
+refuse(DepScan *sc, RefusedKind kind, char *what)
+{
+	ListCell   *lc;
+
+	foreach(lc, sc->refused)
+		if (strcmp(lfirst(lc), what) == 0)
+			return;				/* a constraint and its index, say */
+	sc->refused = lappend(sc->refused, what);
+	sc->kinds = lappend_int(sc->kinds, kind);
+}
+
+static char *
+qualified_rel(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
+ * The default of a column, deparsed, or NULL; *expr (if not NULL) gets it
+ * as an expression tree.
+ */
+char *
+zdm_column_default(Oid relid, AttrNumber attnum, Node **expr)
+{
+	Relation	rel = table_open(AttrDefaultRelationId, AccessShareLock);
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *deparsed = NULL;
+
+	if (expr)
+		*expr = NULL;
+	ScanKeyInit(&key[0], Anum_pg_attrdef_adrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[1], Anum_pg_attrdef_adnum, BTEqualStrategyNumber, F_INT2EQ,
+				Int16GetDatum(attnum));
+	scan = systable_beginscan(rel, AttrDefaultIndexId, true, NULL, 2, key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		bin = heap_getattr(tup, Anum_pg_attrdef_adbin, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+		{
+			deparsed = TextDatumGetCString(DirectFunctionCall2(pg_get_expr, bin, ObjectIdGetDatum(relid)));
+			if (expr)
+				*expr = stringToNode(TextDatumGetCString(bin));
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return deparsed;
+}
+
+/* "index public.t_idx", "policy p on public.t": an object for messages. */
+static char *
+described(Oid classid, Oid objid)
+{
+	ObjectAddress obj = {classid, objid, 0};
+
+	return psprintf("%s %s", getObjectTypeDescription(&obj, false), getObjectIdentity(&obj, false));
+}
+
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		ReleaseSysCache(tup);
+	}
+	return owner;
+}
+
+/*
+ * A view on the column: one expand re-creates (a version view of this
+ * migration), a guard of a retired API version (kept: duplicate.c), or
+ * refused.
+ */
+static void
+classify_view(DepScan *sc, Oid view)
+{
+	char	   *schema = get_namespace_name(get_rel_namespace(view));
+	char	   *name = get_rel_name(view);
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	if (list_member_oid(sc->replaced_views, view))
+		return;
+	if (get_rel_relkind(view) == RELKIND_VIEW &&
+		strcmp(name, get_rel_name(sc->relid)) == 0)
+	{
+		/* zdm names a version's schema after the version */
+		values[0] = CStringGetTextDatum(schema);
+		zdm_state_exec("SELECT version, retired_by FROM zdm.api_versions"
+					   " WHERE schema_name = $1 AND retired_by IS NOT NULL",
+					   1, types, values, NULL, true, 1);
+		if (SPI_processed == 1)
+		{
+			ZdmGuardView *g = palloc0(sizeof(ZdmGuardView));
+
+			g->version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			g->retired_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			/* contract drops it and creates it again: as its owner */
+			if (pg_class_ownercheck(view, GetUserId()))
+			{
+				sc->attached->guards = lappend(sc->attached->guards, g);
+				return;
+			}
+			refuse(sc, REFUSED_VIEW,
+				   psprintf("view %s (the guard of retired API version \"%s\"), owned by role \"%s\"",
+							quote_qualified_identifier(schema, name), g->version,
+							GetUserNameFromId(rel_owner(view), false)));
+			return;
+		}
+	}
+	refuse(sc, REFUSED_VIEW,
+		   psprintf("%s %s", get_rel_relkind(view) == RELKIND_MATVIEW ? "materialized view" : "view",
+					quote_qualified_identifier(schema, name)));
+}
+
+/* One object depending on column attnum of relid (the table or a partition). */
+static void
+classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddress *obj)
+{
+	HeapTuple	tup;
+
+	switch (obj->classId)
+	{
+		case RelationRelationId:
+			if (obj->objectId == relid && obj->objectSubId != 0)
+			{
+				/* another column of the table: generated from this one */
+				HeapTuple	att = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid),
+												  Int16GetDatum(obj->objectSubId));
+				bool		inherited = HeapTupleIsValid(att) &&
+					((Form_pg_attribute) GETSTRUCT(att))->attinhcount > 0;
+
+				if (HeapTupleIsValid(att))
+					ReleaseSysCache(att);
+				if (!(partition && inherited))
+					refuse(sc, REFUSED_GENERATED,
+						   psprintf("generated column %s", getObjectIdentity(obj, false)));
+				return;
+			}
+			switch (get_rel_relkind(obj->objectId))
+			{
+				case RELKIND_SEQUENCE:
+					if (!partition)
+					{
+						sc->attached->sequences = list_append_unique_oid(sc->attached->sequences, obj->objectId);
+						return;
+					}
+					break;
+				case RELKIND_INDEX:
+				case RELKIND_PARTITIONED_INDEX:
+					{
+						Oid			con = get_index_constraint(obj->objectId);
+
+						if (partition && has_superclass(obj->objectId))
+							return; /* a partition of the table's index */
+						if (OidIsValid(con))
+							refuse(sc, REFUSED_INDEX,
+								   described(ConstraintRelationId, con));
+						else
+							refuse(sc, REFUSED_INDEX,
+								   described(RelationRelationId, obj->objectId));
+						return;
+					}
+				default:
+					break;
+			}
+			break;
+
+		case AttrDefaultRelationId:
+			{
+				ObjectAddress col = GetAttrDefaultColumnAddress(obj->objectId);
+
+				if (col.objectId == relid && col.objectSubId == attnum)
+				{
+					/* the column's own default: a partition's must be the table's */
+					char	   *def = zdm_column_default(relid, attnum, NULL);
+
+					if (!partition ||
+						(def && sc->default_text && strcmp(def, sc->default_text) == 0))
+						return;
+					refuse(sc, REFUSED_OTHER,
+						   psprintf("a default of its own on %s, which inherits the column (%s)",
+									qualified_rel(relid), def ? def : "?"));
+					return;
+				}
+				if (OidIsValid(col.objectId) && col.objectSubId != 0)
+				{
+					HeapTuple	att = SearchSysCache2(ATTNUM, ObjectIdGetDatum(col.objectId),
+													  Int16GetDatum(col.objectSubId));
+					bool		inherited = HeapTupleIsValid(att) &&
+						((Form_pg_attribute) GETSTRUCT(att))->attinhcount > 0;
+
+					if (HeapTupleIsValid(att))
+						ReleaseSysCache(att);
+					if (!(partition && inherited))
+						refuse(sc, REFUSED_GENERATED,
+							   psprintf("generated column %s", getObjectIdentity(&col, false)));
+					return;
+				}
+				break;
+			}
+
+		case ConstraintRelationId:
+			tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(obj->objectId));
+			if (HeapTupleIsValid(tup))
+			{
+				Form_pg_constraint con = (Form_pg_constraint) GETSTRUCT(tup);
+				char		contype = con->contype;
+				bool		own = con->conrelid == relid;
+				bool		inherited = con->coninhcount > 0 || OidIsValid(con->conparentid);
+				bool		referencing = false;
+				bool		isnull;
+				Datum		keys = SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_conkey, &isnull);
+
+				if (!isnull)
+				{
+					ArrayType  *arr = DatumGetArrayTypeP(keys);
+					int16	   *k = (int16 *) ARR_DATA_PTR(arr);
+
+					for (int i = 0; i < ARR_DIMS(arr)[0]; i++)
+						referencing = referencing || k[i] == attnum;
+				}
+				ReleaseSysCache(tup);
+				if (partition && inherited)
+					return;		/* the table's own is carried or refused */
+				if (own && !partition && contype == CONSTRAINT_CHECK)
+				{
+					sc->attached->checks = list_append_unique_oid(sc->attached->checks, obj->objectId);
+					return;
+				}
+				if (own && !partition && contype == CONSTRAINT_FOREIGN && referencing)
+				{
+					sc->attached->fkeys = list_append_unique_oid(sc->attached->fkeys, obj->objectId);
+					return;
+				}
+				if (contype == CONSTRAINT_FOREIGN)
+					refuse(sc, REFUSED_INDEX,
+						   psprintf("foreign key %s, which references it",
+									getObjectIdentity(obj, false)));
+				else
+					refuse(sc, contype == CONSTRAINT_CHECK ? REFUSED_OTHER : REFUSED_INDEX,
+						   described(ConstraintRelationId, obj->objectId));
+				return;
+			}
+			break;
+
+		case RewriteRelationId:
+			{
+				Relation	rewrite = table_open(RewriteRelationId, AccessShareLock);
+				Oid			ev_class = InvalidOid;
+				char	   *name = NULL;
+
+				tup = get_catalog_object_by_oid(rewrite, Anum_pg_rewrite_oid, obj->objectId);
+				if (HeapTupleIsValid(tup))
+				{
+					ev_class = ((Form_pg_rewrite) GETSTRUCT(tup))->ev_class;
+					name = pstrdup(NameStr(((Form_pg_rewrite) GETSTRUCT(tup))->rulename));
+				}
+				table_close(rewrite, AccessShareLock);
+				if (name == NULL)
+					break;
+				if (strcmp(name, ViewSelectRuleName) == 0)
+					classify_view(sc, ev_class);
+				else
+					refuse(sc, REFUSED_OTHER,
+						   described(RewriteRelationId, obj->objectId));
+				return;
+			}
+
+		case TriggerRelationId:
+			{
+				Relation	trigger = table_open(TriggerRelationId, AccessShareLock);
+				bool		found = false;
+				bool		clone = false;
+
+				tup = get_catalog_object_by_oid(trigger, Anum_pg_trigger_oid, obj->objectId);
+				if (HeapTupleIsValid(tup))
+				{
+					Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+
+					clone = OidIsValid(tg->tgparentid);
+					found = true;
+				}
+				table_close(trigger, AccessShareLock);
+				if (!found)
+					break;
+				if (partition && clone)
+					return;
+				refuse(sc, REFUSED_OTHER,
+					   described(TriggerRelationId, obj->objectId));
+				return;
+			}
+
+		default:
+			break;
+	}
+	/* policies, statistics objects, publications, functions, ... */
+	refuse(sc, REFUSED_OTHER, described(obj->classId, obj->objectId));
+}
+
+/* Every object depending on column attnum of relid. */
+static void
+scan_column(DepScan *sc, Oid relid, AttrNumber attnum, bool partition)
+{
+	Relation	depRel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyData key[3];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *objects = NIL;
+	ListCell   *lc;
+
+	ScanKeyInit(&key[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(RelationRelationId));
+	ScanKeyInit(&key[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[2], Anum_pg_depend_refobjsubid, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum((int32) attnum));
+	scan = systable_beginscan(depRel, DependReferenceIndexId, true, NULL, 3, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+		ObjectAddress *obj = palloc(sizeof(ObjectAddress));
+
+		obj->classId = dep->classid;
+		obj->objectId = dep->objid;
+		obj->objectSubId = dep->objsubid;
+		objects = lappend(objects, obj);
+	}
+	systable_endscan(scan);
+	table_close(depRel, AccessShareLock);
+
+	/* classified after the scan: classify_view runs queries */
+	foreach(lc, objects)
+		classify(sc, relid, attnum, partition, lfirst(lc));
+}
+
+static const char *
+refused_hint(RefusedKind kind)
+{
+	switch (kind)
+	{
+		case REFUSED_INDEX:
+			return "The new column would need its own index, built with CREATE INDEX CONCURRENTLY, which cannot run "
+				"in the expand's transaction (and a plain CREATE INDEX would hold ACCESS EXCLUSIVE while it scans the table). "
+				"A plain index can be dropped with DROP INDEX CONCURRENTLY before the migration and created again on the "
+				"column with CREATE INDEX CONCURRENTLY after contract; a unique or primary key constraint, or one another "
+				"table's foreign key relies on, cannot be given up that way: leave this column as it is until zdm carries indexes.";
+		case REFUSED_GENERATED:
+			return "zdm cannot compute a generated column from the new column: drop the generated column first "
+				"(and add it again after contract), or leave this column as it is.";
+		case REFUSED_VIEW:
+			return "Drop the view before expanding and create it again over the column after contract; views that "
+				"clients read through both API versions are the versions' schemas of views (declare \"versions\").";
+		case REFUSED_OTHER:
+			break;
+	}
+	return "zdm cannot move it to the new column: drop it before expanding and create it again on the column "
+		"after contract.";
+}
+
+/*
+ * What depends on column col of table relid, which an alter_column
+ * replaces: what duplicate.c carries goes into *attached; anything else is
+ * refused (feature_not_supported, naming all of it).  replaced_views are
+ * the version views this expand drops and creates again.
+ */
+void
+zdm_column_attached(const char *migration, Oid relid, const char *col,
+					List *replaced_views, ZdmColumnAttached *attached)
+{
+	DepScan		sc;
+	AttrNumber	attnum = get_attnum(relid, col);
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	Form_pg_attribute att;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "zdm: cache lookup failed for column \"%s\" of relation %u", col, relid);
+	att = (Form_pg_attribute) GETSTRUCT(tup);
+	if (att->attidentity || att->attgenerated)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": column \"%s\" of table \"%s\" is %s column, which alter_column cannot replace",
+						migration, col, get_rel_name(relid),
+						att->attidentity ? "an identity" : "a generated"),
+				 errhint("zdm creates the new column as a plain column; leave this column as it is.")));
+	ReleaseSysCache(tup);
+
+	memset(attached, 0, sizeof(ZdmColumnAttached));
+	memset(&sc, 0, sizeof(sc));
+	sc.migration = migration;
+	sc.relid = relid;
+	sc.col = col;
+	sc.replaced_views = replaced_views;
+	sc.attached = attached;
+	sc.default_text = zdm_column_default(relid, attnum, NULL);
+
+	scan_column(&sc, relid, attnum, false);
+	if (has_subclass(relid))
+	{
+		ListCell   *lc;
+
+		foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		{
+			Oid			part = lfirst_oid(lc);
+
+			if (part != relid && get_rel_relkind(part) != RELKIND_FOREIGN_TABLE)
+				scan_column(&sc, part, get_attnum(part, col), true);
+		}
+	}
+
+	if (sc.refused != NIL)
+	{
+		StringInfoData all;
+		ListCell   *lc,
+				   *lc2;
+		char	   *first = NULL;
+		int			kind = REFUSED_OTHER + 1;
+
+		/* The message names the worst: an index before anything else. */
+		initStringInfo(&all);
+		forboth(lc, sc.refused, lc2, sc.kinds)
+		{
+			appendStringInfo(&all, "%s%s", foreach_current_index(lc) > 0 ? "; " : "",
+							 (char *) lfirst(lc));
+			if (lfirst_int(lc2) < kind)
+			{
+				kind = lfirst_int(lc2);
+				first = lfirst(lc);
+			}
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": alter_column cannot replace column \"%s\" of table \"%s\": %s %s on it",
+						migration, col, get_rel_name(relid), first,
+						list_length(sc.refused) > 1 ? "and more depend" : "depends"),
+				 errdetail("Contract drops the old column, and with it what depends on it: %s.", all.data),
+				 errhint("%s", refused_hint((RefusedKind) kind))));
+	}
+}
