@@ -8,7 +8,9 @@
 CREATE ROLE regress_repl_migrator;
 GRANT zdm_migrator TO regress_repl_migrator;
 CREATE ROLE regress_repl_app;
-GRANT USAGE ON SCHEMA zt TO regress_repl_migrator;
+CREATE ROLE regress_repl_monitor;
+GRANT pg_monitor TO regress_repl_monitor;
+GRANT USAGE ON SCHEMA zt TO regress_repl_migrator, regress_repl_app;
 CREATE TYPE rp_status AS ENUM ('pending', 'paid', 'shipped');
 CREATE TABLE rp_orders (id bigint PRIMARY KEY, customer text, legacy_status text NOT NULL);
 INSERT INTO rp_orders SELECT g, 'c' || g, 'pending' FROM generate_series(1, 4) g;
@@ -79,8 +81,14 @@ DELETE FROM zdm.api_traffic WHERE version = 'rp_v';
 -- TRUNCATE would wipe every subscriber's own state: refused.
 SELECT zt.try($$TRUNCATE zdm.api_traffic$$);
 SELECT zt.try($$TRUNCATE zdm.migration_log$$);
--- Which publications publish a live migration's table.
+-- Which publications publish a live migration's table: for migration and
+-- monitoring roles.
 SELECT migration, phase, relation, publications, subscriptions FROM zdm.replicated_tables;
+SET ROLE regress_repl_monitor;
+SELECT migration, publications FROM zdm.replicated_tables;
+SET ROLE regress_repl_app;
+SELECT zt.try($$SELECT count(*) FROM zdm.replicated_tables$$);
+RESET ROLE;
 -- Published, but this database streams to no slot: no one to wait for.
 SET ROLE regress_repl_migrator;
 SELECT zdm.expand('rp_2', '{"operations": [{"add_column": {"table": "rp_orders", "column": {"name": "note", "type": "text", "nullable": true}}}]}');
@@ -103,5 +111,5 @@ SELECT count(*) AS live FROM zdm.replicated_tables;
 DROP PUBLICATION rp_all;
 DROP TABLE rp_orders;
 DROP TYPE rp_status;
-REVOKE USAGE ON SCHEMA zt FROM regress_repl_migrator;
-DROP ROLE regress_repl_migrator, regress_repl_app;
+REVOKE USAGE ON SCHEMA zt FROM regress_repl_migrator, regress_repl_app;
+DROP ROLE regress_repl_migrator, regress_repl_app, regress_repl_monitor;

@@ -378,8 +378,11 @@ for my $db (@dbs)
 }
 for my $db (@dbs)
 {
-	($ret, $out, $err) = psql_as($subscriber, $db, 'migrator', "SELECT zdm.contract('$migration')");
-	is($out, 't', "$db: then the subscriber contracts, without a backfill of its own")
+	# (shop_all: zdm.contract() contracts every migration ready, those
+	# converted through replication included.)
+	my $call = $db eq 'shop_all' ? 'zdm.contract()' : "zdm.contract('$migration')";
+	($ret, $out, $err) = psql_as($subscriber, $db, 'migrator', "SELECT $call");
+	is($out, 't', "$db: then the subscriber contracts ($call), without a backfill of its own")
 	  or diag $err;
 	is( $subscriber->safe_psql($db, qq{
 		SELECT string_agg(coalesce(phase, '-') || ': ' || detail, E'\n' ORDER BY id) FROM zdm.migration_log
