@@ -6,7 +6,8 @@ OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
-              src/wait.o src/subquery.o src/dependents.o src/duplicate.o
+              src/wait.o src/subquery.o src/dependents.o src/duplicate.o \
+              src/replication.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.
@@ -15,7 +16,7 @@ DATA        = $(wildcard sql/zdm--*.sql)
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column alter_keep alter_pgroll drop_column create_table \
               trigger backfill worker contract rollback versions gate errors corrupt inline \
-              schema_only wait
+              schema_only wait replication
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
 
 PG_CONFIG  ?= pg_config

@@ -45,10 +45,15 @@ SELECT * FROM tr_users WHERE id >= 3 ORDER BY id;
 
 -- UPDATE of an unrelated column changes neither.  To see that nothing is
 -- recomputed in either direction, row 5 is first made inconsistent behind
--- the trigger's back (old BANNED, new active).
-SET session_replication_role = replica;
+-- the trigger's back (old BANNED, new active).  The trigger fires in
+-- replica mode too (a subscription's apply worker writes through it), so
+-- it is disabled for that one statement.
+SELECT format('ALTER TABLE tr_users DISABLE TRIGGER %I', tgname) AS trigger_off,
+       format('ALTER TABLE tr_users ENABLE ALWAYS TRIGGER %I', tgname) AS trigger_on
+  FROM pg_trigger WHERE tgrelid = 'tr_users'::regclass AND tgname LIKE 'zdm\_%' \gset
+:trigger_off;
 UPDATE tr_users SET legacy_status = 'BANNED' WHERE id = 5;
-RESET session_replication_role;
+:trigger_on;
 UPDATE tr_users SET name = name || '!' WHERE id BETWEEN 3 AND 5;
 SELECT * FROM tr_users WHERE id >= 3 ORDER BY id;
 -- verify counts it (with the two rows from before expand), ...

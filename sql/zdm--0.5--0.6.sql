@@ -29,6 +29,12 @@ ALTER TABLE zdm.migrations DROP COLUMN worker_role;
  * and every reader sums them.
  */
 ALTER TABLE zdm.api_traffic DROP CONSTRAINT api_traffic_pkey;
+/*
+ * Without a key it needs a replica identity of its own, or the UPDATEs
+ * below fail in a database with a publication FOR ALL TABLES; the block
+ * on logical replication at the end of this file gives it its own.
+ */
+ALTER TABLE zdm.api_traffic REPLICA IDENTITY FULL;
 CREATE INDEX api_traffic_bucket_idx ON zdm.api_traffic (bucket, version, source);
 
 /*
@@ -329,3 +335,122 @@ COMMENT ON FUNCTION zdm.wait_expanded(text, interval) IS
 
 REVOKE EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION zdm.wait_expanded(text, interval) TO zdm_migrator;
+
+/*
+ * Logical replication (issue 15): migrations through publishers and
+ * subscribers alike, and zdm's own state local to each cluster.
+ *
+ * A publication FOR ALL TABLES publishes zdm's tables too (PostgreSQL 15
+ * cannot leave tables out of it), and a subscriber must never apply
+ * another cluster's migrations, journal, backfill requests or traffic
+ * counts as its own.  Each table of zdm's state gets:
+ *
+ *  - zdm.state_guard(), BEFORE INSERT OR UPDATE OR DELETE FOR EACH ROW,
+ *    enabled REPLICA: it fires only under session_replication_role =
+ *    replica, as in a subscription's apply and table-sync workers, and
+ *    drops the rows they write (zdm's own statements pass);
+ *  - a random per-row identity, replica_id, as its replica identity: the
+ *    apply worker finds the row to update or delete by it (before any
+ *    trigger fires, and locking it), so it never finds one of the
+ *    subscriber's own rows; and the publisher can update and delete rows
+ *    of zdm.api_traffic, which has no other key, while it is published;
+ *  - zdm.state_guard() again, BEFORE TRUNCATE (enabled as usual): a
+ *    TRUNCATE cannot be left out by a subscriber, so it is refused while
+ *    a publication publishes the table.
+ *
+ * A table zdm adds to its state later needs the same three.
+ */
+CREATE FUNCTION zdm.state_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'zdm_state_guard'
+LANGUAGE C;
+
+COMMENT ON FUNCTION zdm.state_guard() IS
+    'zdm: keeps a subscription from applying another cluster''s zdm state; refuses TRUNCATE of published state';
+
+/* It fires for whoever writes, as the dual-write trigger does. */
+GRANT EXECUTE ON FUNCTION zdm.state_guard() TO PUBLIC;
+
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT c.oid::pg_catalog.regclass AS rel, c.relname
+          FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = 'zdm'::pg_catalog.regnamespace AND c.relkind = 'r'
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD COLUMN replica_id uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid()', t.rel);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD CONSTRAINT %I UNIQUE (replica_id)', t.rel, t.relname || '_replica_id_key');
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', t.rel, t.relname || '_replica_id_key');
+        EXECUTE pg_catalog.format(
+            'COMMENT ON COLUMN %s.replica_id IS %L', t.rel,
+            'zdm: this row''s identity for logical replication (random, so no other cluster''s row matches it)');
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zdm_state_guard BEFORE INSERT OR UPDATE OR DELETE ON %s'
+            ' FOR EACH ROW EXECUTE FUNCTION zdm.state_guard()', t.rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER zdm_state_guard', t.rel);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zdm_state_guard_truncate BEFORE TRUNCATE ON %s'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION zdm.state_guard()', t.rel);
+    END LOOP;
+END
+$$;
+
+/*
+ * The tables of live migrations and their place in logical replication:
+ * the publications here that publish them, and the subscriptions here
+ * that write them (README, "Replication", says what each means).
+ */
+CREATE VIEW zdm.replicated_tables AS
+SELECT m.name AS migration,
+       m.phase,
+       c.oid::pg_catalog.regclass AS relation,
+       (SELECT pg_catalog.array_agg(DISTINCT pt.pubname ORDER BY pt.pubname)
+          FROM (SELECT c.oid AS relid UNION SELECT relid FROM pg_catalog.pg_partition_tree(c.oid)) pp
+          JOIN pg_catalog.pg_class pc ON pc.oid = pp.relid
+          JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+          JOIN pg_catalog.pg_publication_tables pt
+            ON pt.schemaname = pn.nspname AND pt.tablename = pc.relname) AS publications,
+       (SELECT pg_catalog.array_agg(DISTINCT s.subname ORDER BY s.subname)
+          FROM (SELECT c.oid AS relid UNION SELECT relid FROM pg_catalog.pg_partition_tree(c.oid)) pp
+          JOIN pg_catalog.pg_subscription_rel sr ON sr.srrelid = pp.relid
+          JOIN pg_catalog.pg_subscription s ON s.oid = sr.srsubid) AS subscriptions
+  FROM zdm.migrations m
+ CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(
+         CASE WHEN pg_catalog.jsonb_typeof(m.plan->'tables') = 'array'
+              THEN m.plan->'tables' ELSE '[]'::jsonb END) AS t(entry)
+  JOIN pg_catalog.pg_class c
+    ON c.oid = pg_catalog.to_regclass(CASE WHEN pg_catalog.jsonb_typeof(t.entry) = 'object'
+                                           THEN t.entry->>'relation' END)
+ WHERE m.phase NOT IN ('contracted', 'rolled_back');
+
+COMMENT ON VIEW zdm.replicated_tables IS
+    'zdm: the tables of live migrations, the publications here that publish them, the subscriptions here that write them';
+
+GRANT SELECT ON zdm.replicated_tables TO zdm_migrator, pg_monitor;
+
+/*
+ * zdm installed on a publisher whose publication FOR ALL TABLES already
+ * exists: its subscribers receive zdm's tables too, and stop at the first
+ * change of one they do not have.
+ */
+DO $$
+DECLARE
+    pubs text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(p.pubname), ', ' ORDER BY p.pubname)
+      INTO pubs
+      FROM pg_catalog.pg_publication p WHERE p.puballtables;
+    IF pubs IS NOT NULL THEN
+        RAISE WARNING 'publication % publishes all tables, zdm''s own among them', pubs
+            USING DETAIL = 'A subscriber without zdm stops replicating at the first change of one of zdm''s tables.',
+                  HINT = 'Install zdm (CREATE EXTENSION zdm) in each subscriber''s database too, before zdm writes anything here: '
+                         'subscribers with zdm leave the publisher''s zdm state out.';
+    END IF;
+END
+$$;

@@ -48,6 +48,52 @@ run_steps_as_author(ZdmMigration *m, const char *phase, const char *section,
 	zdm_as_pop(&as);
 }
 
+/*
+ * Whether a migration may be contracted now; false (with a NOTICE) when it
+ * is contracted already.  *upstream: a subscriber's migration whose rows
+ * the publisher's backfill converts through replication.
+ */
+static bool
+contract_ready(const char *name, ZdmMigration *m, bool *upstream)
+{
+	zdm_require_actor(m, "contract");
+	*upstream = false;
+	if (strcmp(m->phase, "contracted") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already contracted, skipping", name)));
+		return false;
+	}
+	if (strcmp(m->phase, "rolled_back") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" was rolled back and cannot be contracted", name),
+				 errhint("Expand it again with zdm.expand() if it is still wanted.")));
+	if (m->expanded_here)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" cannot be contracted in the transaction that expanded it", name),
+				 errhint("Expand and contract belong to separate deployments: commit the expand, "
+						 "backfill, wait for old clients to go, then contract.")));
+	if (strcmp(m->phase, "backfilled") != 0)
+	{
+		/*
+		 * On a subscriber the publisher's backfill converts the rows through
+		 * replication: no backfill here, zdm.verify judges (replication.c).
+		 */
+		*upstream = (strcmp(m->phase, "expanded") == 0 || strcmp(m->phase, "backfilling") == 0) &&
+			zdm_repl_converted_upstream(name, m->plan);
+		if (!*upstream)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" cannot be contracted before its backfill is done (phase \"%s\")",
+							name, m->phase),
+					 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
+							 name)));
+	}
+	return true;
+}
+
 /* Contract one migration; false when it was already contracted. */
 static bool
 contract_one(const char *name, bool force)
@@ -55,37 +101,36 @@ contract_one(const char *name, bool force)
 	ZdmMigration m;
 	int64		bad;
 	ZdmLockStats claimed;
+	bool		upstream;
+
+	/*
+	 * On a subscriber, after its publisher (replication.c), which may mean
+	 * waiting for the subscription: before the migration's row is locked,
+	 * which the apply worker could need to get there.
+	 */
+	zdm_require_migration(name, &m, false);
+	if (!contract_ready(name, &m, &upstream))
+		return false;
+	zdm_repl_check_removal(&m, "contract", "contract");
 
 	zdm_require_migration(name, &m, true);
-	zdm_require_actor(&m, "contract");
-	if (strcmp(m.phase, "contracted") == 0)
-	{
-		ereport(NOTICE,
-				(errmsg("migration \"%s\" is already contracted, skipping", name)));
+	if (!contract_ready(name, &m, &upstream))
 		return false;
-	}
-	if (strcmp(m.phase, "rolled_back") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\" was rolled back and cannot be contracted", name),
-				 errhint("Expand it again with zdm.expand() if it is still wanted.")));
-	if (m.expanded_here)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\" cannot be contracted in the transaction that expanded it", name),
-				 errhint("Expand and contract belong to separate deployments: commit the expand, "
-						 "backfill, wait for old clients to go, then contract.")));
-	if (strcmp(m.phase, "backfilled") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\" cannot be contracted before its backfill is done (phase \"%s\")",
-						name, m.phase),
-				 errhint("Run SELECT zdm.backfill('%s') until it returns 0, committing after each call.",
-						 name)));
+	/* On a publisher: the subscribers come next. */
+	zdm_repl_notice_published(name, m.plan, "contract");
 
 	/* Before verify reads the tables: see ddl.c. */
 	zdm_claim_plan(name, m.plan, "contract", &claimed);
 	bad = zdm_verify_migration(&m);
+	if (bad > 0 && upstream)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" cannot be contracted on this subscriber: " INT64_FORMAT " row(s) are not converted yet (phase \"%s\")",
+						name, bad, m.phase),
+				 errdetail("Its tables are written by logical replication, so the publisher's backfill converts their rows here; "
+						   "zdm.verify('%s') still finds rows it has not reached, or rows that disagree.", name),
+				 errhint("Contract the migration on the publisher first (its backfill done), then here; "
+						 "or backfill here too: SELECT zdm.backfill('%s') until it returns 0.", name)));
 	if (bad > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -97,6 +142,12 @@ contract_one(const char *name, bool force)
 	/* The gate: the version it retires must have (almost) no traffic left. */
 	zdm_gate_check(name, m.version_old, force);
 
+	if (upstream)
+	{
+		zdm_migration_set_phase(name, "backfilled", NULL);
+		zdm_log_event(name, "replication", "backfilled", NULL, NULL, -1,
+					  "converted through logical replication: zdm.verify found no row to convert");
+	}
 	run_steps_as_author(&m, "contracted", "contract", &claimed);
 	if (m.version_old)
 	{
@@ -129,12 +180,29 @@ zdm_contract(PG_FUNCTION_ARGS)
 	{
 		/* Every backfilled migration, oldest first. */
 		List	   *names = NIL;
+		List	   *candidates = NIL;
+		List	   *ready = NIL;
 		ListCell   *lc;
+		ListCell   *lc2;
 
-		zdm_state_query("SELECT name FROM zdm.migrations WHERE phase = 'backfilled'"
+		zdm_state_query("SELECT name, phase = 'backfilled' FROM zdm.migrations"
+						" WHERE phase IN ('backfilled', 'expanded', 'backfilling')"
 						" ORDER BY expanded_at, name", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
-			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		{
+			candidates = lappend(candidates, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+			ready = lappend(ready, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+		}
+		/* And, on a subscriber, those the publisher's backfill converts. */
+		forboth(lc, candidates, lc2, ready)
+		{
+			ZdmMigration m;
+
+			if (strcmp(lfirst(lc2), "t") == 0 ||
+				(zdm_migration_fetch(lfirst(lc), false, &m) &&
+				 zdm_repl_converted_upstream(m.name, m.plan)))
+				names = lappend(names, lfirst(lc));
+		}
 		if (names == NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -153,6 +221,25 @@ zdm_contract(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(done);
 }
 
+/* Whether a migration may be rolled back; false (with a NOTICE) when it is already. */
+static bool
+rollback_ready(const char *name, ZdmMigration *m)
+{
+	zdm_require_actor(m, "roll back");
+	if (strcmp(m->phase, "contracted") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("migration \"%s\" is contracted and cannot be rolled back", name),
+				 errhint("Its old columns are gone; write a new migration that restores what you need.")));
+	if (strcmp(m->phase, "rolled_back") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already rolled back, skipping", name)));
+		return false;
+	}
+	return true;
+}
+
 Datum
 zdm_rollback(PG_FUNCTION_ARGS)
 {
@@ -169,20 +256,21 @@ zdm_rollback(PG_FUNCTION_ARGS)
 	zdm_check_name(name, "zdm.rollback");
 
 	SPI_connect();
-	zdm_require_migration(name, &m, true);
-	zdm_require_actor(&m, "roll back");
-	if (strcmp(m.phase, "contracted") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("migration \"%s\" is contracted and cannot be rolled back", name),
-				 errhint("Its old columns are gone; write a new migration that restores what you need.")));
-	if (strcmp(m.phase, "rolled_back") == 0)
+	/* As contract: a subscriber's check before the row is locked. */
+	zdm_require_migration(name, &m, false);
+	if (!rollback_ready(name, &m))
 	{
-		ereport(NOTICE,
-				(errmsg("migration \"%s\" is already rolled back, skipping", name)));
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
+	zdm_repl_check_removal(&m, "rollback", "roll back");
+	zdm_require_migration(name, &m, true);
+	if (!rollback_ready(name, &m))
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	zdm_repl_notice_published(name, m.plan, "rollback");
 	zdm_claim_plan(name, m.plan, "rollback", &claimed);
 	run_steps_as_author(&m, "rolled_back", "rollback", &claimed);
 	zdm_migration_set_phase(name, "rolled_back", NULL);

@@ -1542,6 +1542,30 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 	}
 }
 
+/*
+ * What the expand adds to each table, for the checks against logical
+ * replication; what to journal, or NULL.
+ */
+static char *
+expand_check_replication(ExpandState *st)
+{
+	List	   *tables = NIL;
+	ListCell   *lc;
+
+	foreach(lc, st->tables)
+	{
+		TableWork  *tw = lfirst(lc);
+		ZdmExpandedTable *t = palloc0(sizeof(ZdmExpandedTable));
+
+		t->relid = tw->relid;
+		t->nspid = get_namespace_oid(tw->schema, false);
+		t->name = tw->name;
+		t->columns = OidIsValid(tw->relid) ? tw->claimed : NIL;
+		tables = lappend(tables, t);
+	}
+	return zdm_repl_check_expand(st->migration, tables);
+}
+
 /* Lock every existing table for DDL, then run the expand statements. */
 static void
 expand_apply(ExpandState *st)
@@ -1590,7 +1614,17 @@ expand_apply(ExpandState *st)
 		List	   *steps = list_copy(tw->expand);
 
 		if (tw->rules)
+		{
 			steps = lappend(steps, trigger_sql(st, tw));
+
+			/*
+			 * It fires under session_replication_role = replica too: a
+			 * subscription's apply worker writes rows through it (see
+			 * replication.c), as does any tool that writes in replica mode.
+			 */
+			steps = lappend(steps, psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", tw->qualname,
+											quote_identifier(trigger_name(st, tw))));
+		}
 		if (has_views(st, tw))
 		{
 			/* Each version's view of the table, replacing an older one. */
@@ -1662,6 +1696,7 @@ zdm_expand(PG_FUNCTION_ARGS)
 	JsonbContainer *ops;
 	ZdmMigration existing;
 	char	   *name;
+	char	   *replication;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1732,9 +1767,14 @@ zdm_expand(PG_FUNCTION_ARGS)
 	ops = zdm_json_array(&st.ctx, &definition->root, "operations", true);
 	expand_check_operations(&st, ops);
 
+	/* On a publisher, its subscribers come first (replication.c). */
+	replication = expand_check_replication(&st);
+
 	/* 3. applying: all of it, with the state row, or none of it */
 	expand_apply(&st);
 	expand_save_state(&st, definition);
+	if (replication != NULL)
+		zdm_log_event(name, "replication", "expanded", NULL, NULL, -1, replication);
 
 	SPI_finish();
 	PG_RETURN_BOOL(true);

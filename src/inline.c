@@ -36,8 +36,9 @@
  * trigger:
  *	- a plain table without inheritance children (not a partitioned one);
  *	- zdm's trigger the table's only BEFORE ROW UPDATE trigger (another one
- *	  could change the row after the new column was computed), enabled as
- *	  zdm created it, the session not a replica;
+ *	  could change the row after the new column was computed), enabled
+ *	  (ALWAYS as zdm creates it, or ORIGIN as before 0.6), the session not
+ *	  a replica (the trigger still fires there: replication.c);
  *	- a migration without API versions (a session's declared version
  *	  changes which side wins);
  *	- a statement naming no rule's new column and no column a down
@@ -291,7 +292,8 @@ inline_update(Query *parse)
 				tg = t;
 		}
 	}
-	if (tg != NULL && nbefore == 1 && tg->tgenabled == TRIGGER_FIRES_ON_ORIGIN &&
+	if (tg != NULL && nbefore == 1 &&
+		(tg->tgenabled == TRIGGER_FIRES_ON_ORIGIN || tg->tgenabled == TRIGGER_FIRES_ALWAYS) &&
 		!has_subclass(rte->relid))
 	{
 		RowRefs		refs;

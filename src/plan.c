@@ -33,7 +33,10 @@
 
 #include <math.h>
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "storage/block.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -307,6 +310,112 @@ zdm_plan_steps(const char *migration, Jsonb *plan, const char *section)
 		result = lappend(result, step);
 	}
 	return result;
+}
+
+/* Add a removed column (or table) to a list, once. */
+static List *
+removed_add(List *list, Oid relid, const char *column)
+{
+	ListCell   *lc;
+	ZdmRemoved *r;
+
+	if (!OidIsValid(relid))
+		return list;
+	foreach(lc, list)
+	{
+		r = lfirst(lc);
+		if (r->relid == relid &&
+			(r->column == NULL ? column == NULL : column != NULL && strcmp(r->column, column) == 0))
+			return list;
+	}
+	r = palloc0(sizeof(ZdmRemoved));
+	r->relid = relid;
+	r->column = column ? pstrdup(column) : NULL;
+	return lappend(list, r);
+}
+
+/* Take a column (renamed onto again) back off the list. */
+static List *
+removed_forget(List *list, Oid relid, const char *column)
+{
+	ListCell   *lc;
+
+	foreach(lc, list)
+	{
+		ZdmRemoved *r = lfirst(lc);
+
+		if (r->relid == relid && r->column != NULL && strcmp(r->column, column) == 0)
+			return foreach_delete_current(list, lc);
+	}
+	return list;
+}
+
+/*
+ * What the steps of a plan section take away from the tables that exist
+ * now: the columns its DDL drops or renames away (a column renamed onto
+ * again, as an in-place alter_column's contract does, is not taken away),
+ * and the tables it drops.  Read from the statements themselves, so any
+ * plan, of any version, says it.  Logical replication needs it: a
+ * subscriber must not lose a column its publisher still sends
+ * (replication.c).
+ */
+List *
+zdm_plan_removed(const char *migration, Jsonb *plan, const char *section)
+{
+	List	   *removed = NIL;
+	List	   *renamed_onto = NIL;
+	ListCell   *lc;
+
+	foreach(lc, zdm_plan_steps(migration, plan, section))
+	{
+		ZdmPlanStep *step = lfirst(lc);
+		ListCell   *lc2;
+
+		foreach(lc2, raw_parser(step->sql, RAW_PARSE_DEFAULT))
+		{
+			Node	   *stmt = ((RawStmt *) lfirst(lc2))->stmt;
+
+			if (IsA(stmt, AlterTableStmt) && ((AlterTableStmt *) stmt)->objtype == OBJECT_TABLE)
+			{
+				AlterTableStmt *a = (AlterTableStmt *) stmt;
+				Oid			relid = RangeVarGetRelid(a->relation, NoLock, true);
+				ListCell   *lc3;
+
+				foreach(lc3, a->cmds)
+				{
+					AlterTableCmd *cmd = lfirst(lc3);
+
+					if (cmd->subtype == AT_DropColumn)
+						removed = removed_add(removed, relid, cmd->name);
+				}
+			}
+			else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_COLUMN)
+			{
+				RenameStmt *r = (RenameStmt *) stmt;
+				Oid			relid = RangeVarGetRelid(r->relation, NoLock, true);
+
+				removed = removed_add(removed, relid, r->subname);
+				renamed_onto = removed_add(renamed_onto, relid, r->newname);
+			}
+			else if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_TABLE)
+			{
+				ListCell   *lc3;
+
+				foreach(lc3, ((DropStmt *) stmt)->objects)
+					removed = removed_add(removed,
+										  RangeVarGetRelid(makeRangeVarFromNameList(lfirst(lc3)),
+														   NoLock, true),
+										  NULL);
+			}
+		}
+	}
+	foreach(lc, renamed_onto)
+	{
+		ZdmRemoved *r = lfirst(lc);
+
+		removed = removed_forget(removed, r->relid, r->column);
+	}
+	return removed;
 }
 
 /* A block number of the ctid walk's checkpoint. */

@@ -51,6 +51,9 @@
 /* The search_path of every statement zdm runs on its own state. */
 #define ZDM_STATE_SEARCH_PATH "pg_catalog, pg_temp"
 
+/* Depth of zdm_state_exec() calls running now (see replication.c). */
+int			zdm_state_writing = 0;
+
 /*
  * The schema of zdm's objects when zdm is installed in this database, else
  * InvalidOid.  The extension is not relocatable: its schema is "zdm".
@@ -108,7 +111,17 @@ zdm_state_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	SetUserIdAndSecContext(zdm_state_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	level = zdm_search_path_push(ZDM_STATE_SEARCH_PATH);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
+	/* zdm's own writes: the state guard lets them through (replication.c) */
+	zdm_state_writing++;
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
+	}
+	PG_FINALLY();
+	{
+		zdm_state_writing--;
+	}
+	PG_END_TRY();
 	zdm_guc_pop(level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	return rc;

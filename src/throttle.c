@@ -10,6 +10,11 @@
  *
  *	- replica lag: a standby whose write, flush or replay lag exceeds
  *	  zdm.throttle_replica_lag would fall further behind;
+ *	- replication slots: a slot that is zdm.throttle_slot_lag behind, by
+ *	  bytes of WAL (an active logical slot from what its subscriber
+ *	  confirmed, any other slot from the WAL it retains: a subscriber that
+ *	  stopped, an inactive slot, are not in pg_stat_replication at all,
+ *	  while the backfill's WAL piles up for them);
  *	- lock waiters: sessions queued for a table-level lock on one of the
  *	  migration's tables (or their partitions), behind a DDL say, are
  *	  already stuck: do not add to it;
@@ -109,6 +114,33 @@ zdm_throttle_reason(const char *name, Jsonb *plan)
 		if (!isnull && DatumGetFloat8(d) > zdm_throttle_replica_lag_ms)
 			return psprintf("replica lag %.0f ms exceeds zdm.throttle_replica_lag (%d ms)",
 							DatumGetFloat8(d), zdm_throttle_replica_lag_ms);
+	}
+
+	if (zdm_throttle_slot_lag_kb >= 0)
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum((int64) zdm_throttle_slot_lag_kb * 1024)};
+
+		/* A lost slot retains nothing and will never catch up: not waited for. */
+		d = query_value("WITH s AS ("
+						"  SELECT s.slot_name, s.slot_type, s.active,"
+						"         s.active AND s.slot_type OPERATOR(pg_catalog.=) 'logical' AS confirms,"
+						"         pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),"
+						"           CASE WHEN s.active AND s.slot_type OPERATOR(pg_catalog.=) 'logical'"
+						"                THEN s.confirmed_flush_lsn ELSE s.restart_lsn END) AS behind"
+						"    FROM pg_catalog.pg_replication_slots s"
+						"   WHERE s.wal_status IS DISTINCT FROM 'lost')"
+						" SELECT pg_catalog.format('replication slot \"%s\" (%s, %s) %s, over zdm.throttle_slot_lag (%s)',"
+						"          s.slot_name, s.slot_type, CASE WHEN s.active THEN 'active' ELSE 'inactive' END,"
+						"          CASE WHEN s.confirms"
+						"               THEN 'is ' OPERATOR(pg_catalog.||) pg_catalog.pg_size_pretty(s.behind) OPERATOR(pg_catalog.||) ' behind'"
+						"               ELSE 'retains ' OPERATOR(pg_catalog.||) pg_catalog.pg_size_pretty(s.behind) OPERATOR(pg_catalog.||) ' of WAL' END,"
+						"          pg_catalog.pg_size_pretty($1))"
+						"   FROM s WHERE s.behind OPERATOR(pg_catalog.>) $1"
+						"  ORDER BY s.behind DESC LIMIT 1",
+						1, types, values, &isnull);
+		if (!isnull)
+			return TextDatumGetCString(d);
 	}
 
 	if (zdm_throttle_lock_waiters > 0)

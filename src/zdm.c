@@ -51,6 +51,9 @@ char	   *zdm_api_version = NULL;
 double		zdm_contract_threshold = 0.01;
 int			zdm_gate_window_min = 1440;
 int			zdm_gate_undeclared = 0;
+int			zdm_throttle_slot_lag_kb = 64 * 1024;
+char	   *zdm_subscribers_expanded = NULL;
+bool		zdm_replication_check = true;
 
 static const struct config_enum_entry gate_undeclared_options[] = {
 	{"ignore", 0, false},
@@ -174,6 +177,31 @@ _PG_init(void)
 							1500, -1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zdm.throttle_slot_lag",
+							"Pause the backfill while a replication slot is this far behind, or retains this much WAL (-1: never).",
+							"An active logical slot counts from what its subscriber confirmed, any other slot "
+							"(an inactive one, a physical one) from the WAL it retains.",
+							&zdm_throttle_slot_lag_kb,
+							64 * 1024, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("zdm.subscribers_expanded",
+							   "On a publisher: the logical replication slots whose subscribers have expanded the migration ('*': every slot).",
+							   "zdm.expand() of a published table is refused while this database streams to a slot not named here.",
+							   &zdm_subscribers_expanded,
+							   "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("zdm.replication_check",
+							 "Check migration steps against logical replication (the publisher's expand, a subscriber's contract and rollback).",
+							 "Off: those steps go ahead with a warning, for a publisher zdm cannot reach.",
+							 &zdm_replication_check,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("zdm.throttle_xact_age",
 							"Pause the backfill while a transaction older than this holds back the xmin horizon (-1: never).",

@@ -56,6 +56,9 @@ extern int	zdm_launcher_naptime_s;
 extern double zdm_contract_threshold;
 extern int	zdm_gate_window_min;
 extern int	zdm_gate_undeclared;	/* 0: ignore, 1: count as old */
+extern int	zdm_throttle_slot_lag_kb;
+extern char *zdm_subscribers_expanded;
+extern bool zdm_replication_check;
 
 /* ---- spec.c: reading a migration's JSON ---- */
 
@@ -114,6 +117,15 @@ extern void zdm_plan_checkpoint(const char *migration, List *tables,
 								Datum table, bool table_null, Datum key, bool key_null,
 								int *idx, char ***keyv, int *nkey);
 extern void zdm_stored_row_corrupt(const char *migration, const char *column) pg_attribute_noreturn();
+
+/* What a plan section takes away for good: a column of a table, or the table. */
+typedef struct ZdmRemoved
+{
+	Oid			relid;
+	char	   *column;			/* NULL: the whole table */
+} ZdmRemoved;
+
+extern List *zdm_plan_removed(const char *migration, Jsonb *plan, const char *section);
 
 /* ---- expr.c: up/down/default expressions ---- */
 
@@ -262,6 +274,7 @@ typedef struct ZdmAs
 	int			level;
 } ZdmAs;
 
+extern int	zdm_state_writing;
 extern Oid	zdm_state_owner(void);
 extern int	zdm_state_exec(const char *sql, int nargs, Oid *types, Datum *values,
 						   const char *nulls, bool read_only, long count);
@@ -315,6 +328,24 @@ extern bool zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report);
 /* ---- throttle.c: health signals read between batches ---- */
 
 extern char *zdm_throttle_reason(const char *name, Jsonb *plan);
+
+/* ---- replication.c: logical replication, publishers and subscribers ---- */
+
+/* A table an expand changes, as the publisher's check needs it. */
+typedef struct ZdmExpandedTable
+{
+	Oid			relid;			/* InvalidOid: created by the expand */
+	Oid			nspid;			/* its schema */
+	const char *name;
+	List	   *columns;		/* the columns it adds (char *) */
+} ZdmExpandedTable;
+
+extern char *zdm_repl_check_expand(const char *migration, List *tables);
+extern void zdm_repl_check_removal(const ZdmMigration *m, const char *section,
+								   const char *action);
+extern bool zdm_repl_converted_upstream(const char *migration, Jsonb *plan);
+extern void zdm_repl_notice_published(const char *migration, Jsonb *plan,
+									  const char *section);
 
 /* ---- pace.c: the backfill's rate from the clients' commit latency ---- */
 

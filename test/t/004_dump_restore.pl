@@ -117,11 +117,11 @@ sub check_restored
 	is($n->safe_psql($dbname, $converted_sql), $batch,
 		"the converted rows are restored $where");
 
-	# The dual-write trigger.
+	# The dual-write trigger, enabled ALWAYS (it fires for logical replication).
 	is( $n->safe_psql(
 			$dbname, q{
 		SELECT count(*) FROM pg_trigger
-		 WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal AND tgenabled = 'O'}),
+		 WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal AND tgenabled = 'A'}),
 		'1',
 		"the dual-write trigger is restored $where");
 	is( $n->safe_psql(
