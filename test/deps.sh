@@ -86,7 +86,12 @@ runners=$(cd "$(dirname "${BASH_SOURCE[0]}")/runners" && pwd)
 # they fail (or, outside CI, skip) on their own.
 if ! cmp -s "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"; then
     echo "deps: npm ci in $runners"
-    if (cd "$runners" && npm ci --no-audit --no-fund --loglevel=error); then
+    # node trusts the system's certificate authorities too (a NodeSource
+    # node has only its own bundle; a TLS-inspecting proxy's CA is in the
+    # system's).
+    ca=/etc/ssl/certs/ca-certificates.crt
+    if (cd "$runners" && NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-$([ -r $ca ] && echo $ca)} \
+            npm ci --no-audit --no-fund --loglevel=error); then
         cp "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"
     else
         echo "deps: npm ci FAILED in $runners: the node-pg-migrate and dbmate tests cannot run" >&2
