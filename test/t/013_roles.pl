@@ -322,6 +322,11 @@ isnt($rc, 0, 'restore: the backfill of a migration whose author is missing is re
 like($stderr, qr/42704: role "migrator", the author of migration "m_r", does not exist/,
 	'restore: the error names the author');
 is($other->safe_psql('restored', "SELECT count(b) FROM r"), '0', 'restore: no row was converted as anyone else');
+# A row with no author at all (a superuser's edit) is refused the same way.
+$other->safe_psql('restored', "UPDATE zdm.migrations SET author = NULL WHERE name = 'm_r'");
+($rc, $stdout, $stderr) = $other->psql('restored', "\\set VERBOSITY verbose\nSELECT zdm.verify('m_r')");
+like($stderr, qr/42704: migration "m_r" has no recorded author/, 'restore: a migration with no author is refused');
+$other->safe_psql('restored', "UPDATE zdm.migrations SET author = 'migrator' WHERE name = 'm_r'");
 $other->safe_psql('restored', 'CREATE ROLE migrator; ALTER TABLE r OWNER TO migrator');
 is($other->safe_psql('restored', "SELECT zdm.backfill('m_r', 1000)"), '100', 'restore: with the author back, it runs');
 
