@@ -3,7 +3,9 @@
 EXTENSION   = zdm
 MODULE_big  = zdm
 OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
-              src/catalog.o src/expand.o src/trigger.o src/backfill.o \
+              src/catalog.o src/expand.o src/expand_util.o src/expand_versions.o \
+              src/plan_build.o src/op_add_column.o src/op_alter_column.o \
+              src/op_drop_column.o src/op_create_table.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
               src/wait.o src/subquery.o src/dependents.o src/duplicate.o \
@@ -36,7 +38,7 @@ $(error $(PG_CONFIG) not found: run "bash test/deps.sh" (it installs postgresql-
 endif
 
 # Every C file includes the shared header: rebuild them all when it changes.
-$(OBJS): src/zdm.h
+$(OBJS): src/zdm.h src/expand.h
 
 .PHONY: demo test bench deps
 

@@ -112,12 +112,17 @@ void
 zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 				   const char *section, const ZdmLockStats *claimed)
 {
-	List	   *steps = zdm_plan_steps(migration, plan, section);
+	List	   *steps = NIL;
 	List	   *exclusive = NIL;
 	bool		exclusive_held = false;
 	char	   *held_rel = NULL;
 	char	   *held_lock = NULL;
 	ListCell   *lc;
+
+	/* The worker's steps run after this transaction commits (deferred.c). */
+	foreach(lc, zdm_plan_steps(migration, plan, section))
+		if (strcmp(((ZdmPlanStep *) lfirst(lc))->runs, ZDM_RUNS_CALLER) == 0)
+			steps = lappend(steps, lfirst(lc));
 
 	foreach(lc, steps)
 	{

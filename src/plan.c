@@ -41,6 +41,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/varlena.h"
 
 /* Which stored state is read, for the error's message and hint. */
@@ -286,9 +287,30 @@ zdm_plan_steps(const char *migration, Jsonb *plan, const char *section)
 {
 	Reader		r = {migration, strcmp(section, "rollback") == 0 ? PART_ROLLBACK : PART_PLAN};
 	char	   *name = psprintf("\"%s\"", section);
-	JsonbContainer *steps = array_value(&r, member(plan_root(&r, plan), section), name);
-	int			n = JsonContainerSize(steps);
+	JsonbContainer *root = plan_root(&r, plan);
+	JsonbValue *format = member(root, "format");
+	JsonbContainer *steps;
+	int			n;
 	List	   *result = NIL;
+
+	/* A plan of a newer zdm may hold steps this one would misread. */
+	if (format != NULL &&
+		(format->type != jbvNumeric ||
+		 DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(format->val.numeric))) < 1))
+		malformed(&r, "\"format\" must be a positive number");
+	if (format != NULL &&
+		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(format->val.numeric))) > ZDM_PLAN_FORMAT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": its plan has format %s, newer than this zdm's (%d)", migration,
+						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(format->val.numeric))),
+						ZDM_PLAN_FORMAT),
+				 errhint("Install the zdm release that expanded it (ALTER EXTENSION zdm UPDATE) and load it.")));
+	/* Format 1 plans have no deferred steps. */
+	if (member(root, section) == NULL && strcmp(section, "deferred") == 0)
+		return NIL;
+	steps = array_value(&r, member(root, section), name);
+	n = JsonContainerSize(steps);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -299,6 +321,18 @@ zdm_plan_steps(const char *migration, Jsonb *plan, const char *section)
 		step->relation = relation_value(&r, member(s, "relation"), field("relation", of), false);
 		step->lock = text_value(&r, member(s, "lock"), field("lock", of), true, false);
 		step->sql = text_value(&r, member(s, "sql"), field("sql", of), true, false);
+		step->runs = text_value(&r, member(s, "runs"), field("runs", of), false, false);
+		if (step->runs == NULL)
+			step->runs = ZDM_RUNS_CALLER;
+		else if (strcmp(step->runs, ZDM_RUNS_CALLER) != 0 && strcmp(step->runs, ZDM_RUNS_WORKER) != 0 &&
+				 strcmp(step->runs, ZDM_RUNS_OUTSIDE) != 0)
+			malformed(&r, "%s must be \"%s\", \"%s\" or \"%s\", not \"%s\"", field("runs", of),
+					  ZDM_RUNS_CALLER, ZDM_RUNS_WORKER, ZDM_RUNS_OUTSIDE, step->runs);
+		/* The worker runs a deferred section whole: none of it in a caller. */
+		if (strcmp(section, "deferred") == 0 && strcmp(step->runs, ZDM_RUNS_CALLER) == 0)
+			malformed(&r, "%s must be \"%s\" or \"%s\" in the deferred steps", field("runs", of),
+					  ZDM_RUNS_WORKER, ZDM_RUNS_OUTSIDE);
+		step->index = relation_value(&r, member(s, "index"), field("index", of), false);
 		/* A step on a table takes a lock on it (ddl.c); a step on none, "none". */
 		if (strcmp(step->lock, "exclusive") != 0 && strcmp(step->lock, "validate") != 0 &&
 			strcmp(step->lock, "share_row") != 0 &&

@@ -102,12 +102,32 @@ typedef struct ZdmPlanTable
 	char	   *verify;			/* NULL: nothing to verify */
 } ZdmPlanTable;
 
-/* One step of a plan's "contract" or "rollback" section. */
+/*
+ * The plan's format: 2 added "deferred" and each step's "runs" (a plan
+ * without "format" is 1; it has neither).
+ */
+#define ZDM_PLAN_FORMAT		2
+
+/* Where a step of a plan runs. */
+#define ZDM_RUNS_CALLER		"caller"	/* the transaction of zdm.expand(), contract(), rollback() */
+#define ZDM_RUNS_WORKER		"worker"	/* a transaction of its own, in the background worker */
+#define ZDM_RUNS_OUTSIDE	"outside"	/* no transaction block, in the worker: CONCURRENTLY */
+
+/*
+ * One step of a plan's "deferred", "contract" or "rollback" section.  The
+ * caller runs its section's "caller" steps; the worker the others, in
+ * order, once the caller's transaction has committed (and, for "deferred",
+ * once the backfill is done).
+ */
 typedef struct ZdmPlanStep
 {
 	char	   *relation;		/* NULL: a step on no table (a schema) */
 	char	   *lock;			/* "exclusive", "validate", "share_row", "none" */
 	char	   *sql;
+	char	   *runs;			/* ZDM_RUNS_*; "caller" when absent (format 1) */
+	char	   *index;			/* a step building an index CONCURRENTLY: the
+								 * index (qualified), dropped if it is left
+								 * INVALID; else NULL */
 } ZdmPlanStep;
 
 extern List *zdm_plan_tables(const char *migration, Jsonb *plan);
