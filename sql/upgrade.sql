@@ -56,6 +56,9 @@ SELECT pg_has_role('zdm_migrator', 'USAGE') AS superuser_is_member,
 SELECT zdm.backfill('up_1');
 SELECT zdm.rollback('up_1');
 SELECT name, phase FROM zdm.status;
+-- 0.7: the operation engine.
+ALTER EXTENSION zdm UPDATE TO '0.7';
+SELECT extversion FROM pg_extension WHERE extname = 'zdm';
 
 -- A fresh install of the default version has the same objects as the upgrade.
 CREATE TEMP TABLE upgraded AS

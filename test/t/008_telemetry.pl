@@ -63,7 +63,7 @@ $node->safe_psql(
 	GRANT ALL ON items TO PUBLIC;
 });
 is($node->safe_psql('app', "SELECT extversion FROM pg_extension WHERE extname = 'zdm'"),
-	'0.6', 'zdm 0.6 installed');
+	'0.7', 'zdm 0.7 installed');
 
 my %expected = (v3 => 0, v4 => 0, '' => 0);
 
