@@ -138,7 +138,7 @@ extern void expand_find_backfill_key(ExpandState *st, TableWork *tw);
 extern void expand_refuse_key_column(ExpandState *st, TableWork *tw, const char *col);
 extern char *expand_check_default(ExpandState *st, TableWork *tw, const char *col, const char *text,
 								  Oid typid, int32 typmod, bool existing_rows);
-extern void expand_add_check(ExpandState *st, TableWork *tw, JsonbContainer *check, bool existing_rows);
+extern char *expand_add_check(ExpandState *st, TableWork *tw, JsonbContainer *check, bool existing_rows);
 extern void expand_add_not_null(TableWork *tw, const char *col);
 extern void expand_add_comment(TableWork *tw, const char *col, const char *comment);
 extern void expand_refuse_flag(ExpandState *st, JsonbContainer *obj, const char *key, const char *hint);

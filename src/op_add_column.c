@@ -90,7 +90,7 @@ plan_add_column(ExpandState *st, JsonbContainer *op)
 	if (!nullable)
 		expand_add_not_null(tw, col);
 	if (zdm_json_has(column, "check"))
-		expand_add_check(st, tw, zdm_json_object(&st->ctx, column, "check", true), true);
+		(void) expand_add_check(st, tw, zdm_json_object(&st->ctx, column, "check", true), true);
 	expand_add_comment(tw, col, comment);
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(col)));

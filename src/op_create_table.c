@@ -139,6 +139,9 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 										quote_literal_cstr(zdm_json_string(&st->ctx, c, "comment", true))));
 		tw->desc = expand_desc_add_column(tw->desc, col, typid, typmod);
 	}
+	/* The columns' checks, as table constraints of the new table. */
+	foreach(lc, checks)
+		appendStringInfo(&sql, ", %s", expand_add_check(st, tw, lfirst(lc), false));
 	if (pk != NIL)
 	{
 		appendStringInfoString(&sql, ", PRIMARY KEY (");
@@ -149,8 +152,6 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 	}
 	appendStringInfoChar(&sql, ')');
 	tw->expand = lappend(tw->expand, sql.data);
-	foreach(lc, checks)
-		expand_add_check(st, tw, lfirst(lc), false);
 	tw->expand = list_concat(tw->expand, comments);
 	if (comment)
 		tw->expand = lappend(tw->expand, psprintf("COMMENT ON TABLE %s IS %s", tw->qualname,

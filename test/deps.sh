@@ -82,7 +82,7 @@ fi
 # as package-lock.json says; again only when the lock file changed.
 runners=$(cd "$(dirname "${BASH_SOURCE[0]}")/runners" && pwd)
 # A failure here (the npm registry out of reach, say) is reported and
-# leaves the rest alone: only the tests of those two runners need them, and
+# leaves the rest alone: only the tests of those runners and squawk need them, and
 # they fail (or, outside CI, skip) on their own.
 if ! cmp -s "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"; then
     echo "deps: npm ci in $runners"
@@ -94,6 +94,6 @@ if ! cmp -s "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-l
             npm ci --no-audit --no-fund --loglevel=error); then
         cp "$runners/package-lock.json" "$runners/node_modules/.zdm-installed-lock"
     else
-        echo "deps: npm ci FAILED in $runners: the node-pg-migrate and dbmate tests cannot run" >&2
+        echo "deps: npm ci FAILED in $runners: the node-pg-migrate, dbmate and squawk tests cannot run" >&2
     fi
 fi
