@@ -116,6 +116,8 @@ field(const char *key, const char *of)
 static JsonbContainer *
 plan_root(Reader *r, Jsonb *plan)
 {
+	JsonbValue *format;
+
 	if (plan == NULL || !JB_ROOT_IS_OBJECT(plan))
 		r->part = PART_ROLLBACK;
 	if (plan == NULL)
@@ -127,6 +129,23 @@ plan_root(Reader *r, Jsonb *plan)
 		if (JB_ROOT_IS_SCALAR(plan) && JsonbExtractScalar(&plan->root, &v))
 			malformed(r, "the plan must be an object, not %s", zdm_json_type_name(&v));
 		malformed(r, "the plan must be an object, not an array");
+	}
+	format = getKeyJsonValueFromContainer(&plan->root, "format", strlen("format"), NULL);
+	/* A plan of a newer zdm may hold steps this one would misread. */
+	if (format != NULL)
+	{
+		char	   *digits = format->type == jbvNumeric ?
+			DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(format->val.numeric))) : "";
+
+		if (digits[0] == '\0' || strspn(digits, "0123456789") != strlen(digits) ||
+			strlen(digits) > 6 || atoi(digits) < 1)
+			malformed(r, "\"format\" must be a positive whole number");
+		if (atoi(digits) > ZDM_PLAN_FORMAT)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("migration \"%s\": its plan has format %s, newer than this zdm's (%d)",
+							r->migration, digits, ZDM_PLAN_FORMAT),
+					 errhint("Install the zdm release that expanded it (ALTER EXTENSION zdm UPDATE) and load it.")));
 	}
 	return &plan->root;
 }
@@ -288,24 +307,10 @@ zdm_plan_steps(const char *migration, Jsonb *plan, const char *section)
 	Reader		r = {migration, strcmp(section, "rollback") == 0 ? PART_ROLLBACK : PART_PLAN};
 	char	   *name = psprintf("\"%s\"", section);
 	JsonbContainer *root = plan_root(&r, plan);
-	JsonbValue *format = member(root, "format");
 	JsonbContainer *steps;
 	int			n;
 	List	   *result = NIL;
 
-	/* A plan of a newer zdm may hold steps this one would misread. */
-	if (format != NULL &&
-		(format->type != jbvNumeric ||
-		 DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(format->val.numeric))) < 1))
-		malformed(&r, "\"format\" must be a positive number");
-	if (format != NULL &&
-		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(format->val.numeric))) > ZDM_PLAN_FORMAT)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("migration \"%s\": its plan has format %s, newer than this zdm's (%d)", migration,
-						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(format->val.numeric))),
-						ZDM_PLAN_FORMAT),
-				 errhint("Install the zdm release that expanded it (ALTER EXTENSION zdm UPDATE) and load it.")));
 	/* Format 1 plans have no deferred steps. */
 	if (member(root, section) == NULL && strcmp(section, "deferred") == 0)
 		return NIL;
