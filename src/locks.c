@@ -114,41 +114,29 @@ lock_member(const LockSet *set, int i, bool wait)
 }
 
 /*
- * One attempt: lock set->relids[first] waiting at most lock_timeout, then
- * the others without waiting.  Returns InvalidOid on success (locks kept
- * by the caller's transaction), else the relation that was not available
- * (the attempt's locks released).
+ * Run attempt(arg) in a subtransaction of its own.  It returns whether it
+ * got what it wanted: if so its locks stay with the caller's transaction;
+ * if not, or if it failed with lock_not_available (lock_timeout), the
+ * subtransaction is rolled back, releasing whatever it took, and the
+ * result is false.  Any other error is real and propagates.
  */
-static Oid
-lock_attempt(const LockSet *set, int first)
+bool
+zdm_try_in_subtransaction(bool (*attempt) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile Oid busy = InvalidOid;
+	volatile bool got = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 
 	PG_TRY();
 	{
-		int			level = zdm_lock_timeout_push();
-
-		busy = set->relids[first];
-		(void) lock_member(set, first, true);
-		busy = InvalidOid;
-		for (int i = 0; i < set->n && !OidIsValid(busy); i++)
-		{
-			if (i == first)
-				continue;
-			if (!lock_member(set, i, false))
-				busy = set->relids[i];
-		}
-		zdm_guc_pop(level);
-
-		if (OidIsValid(busy))
-			RollbackAndReleaseCurrentSubTransaction();
-		else
+		got = attempt(arg);
+		if (got)
 			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 	}
@@ -169,7 +157,53 @@ lock_attempt(const LockSet *set, int first)
 	}
 	PG_END_TRY();
 
-	return busy;
+	return got;
+}
+
+/* What lock_attempt asks of set_attempt, and what it learns. */
+typedef struct SetAttempt
+{
+	const LockSet *set;
+	int			first;
+	Oid			busy;
+} SetAttempt;
+
+static bool
+set_attempt(void *arg)
+{
+	SetAttempt *a = arg;
+	const LockSet *set = a->set;
+	int			level = zdm_lock_timeout_push();
+
+	a->busy = set->relids[a->first];
+	(void) lock_member(set, a->first, true);
+	a->busy = InvalidOid;
+	for (int i = 0; i < set->n && !OidIsValid(a->busy); i++)
+	{
+		if (i == a->first)
+			continue;
+		if (!lock_member(set, i, false))
+			a->busy = set->relids[i];
+	}
+	zdm_guc_pop(level);
+	return !OidIsValid(a->busy);
+}
+
+/*
+ * One attempt: lock set->relids[first] waiting at most lock_timeout, then
+ * the others without waiting.  Returns InvalidOid on success (locks kept
+ * by the caller's transaction), else the relation that was not available
+ * (the attempt's locks released).
+ */
+static Oid
+lock_attempt(const LockSet *set, int first)
+{
+	SetAttempt	a = {set, first, InvalidOid};
+
+	if (zdm_try_in_subtransaction(set_attempt, &a))
+		return InvalidOid;
+	/* A lock timeout on the first one leaves busy naming it. */
+	return OidIsValid(a.busy) ? a.busy : set->relids[first];
 }
 
 /* The budget is spent: fail, naming the table we could not have. */

@@ -64,6 +64,27 @@ holder_pid(VirtualTransactionId vxid)
 	return proc ? proc->pid : 0;
 }
 
+typedef struct VxidWait
+{
+	VirtualTransactionId vxid;
+	int			ms;
+} VxidWait;
+
+static bool
+vxid_wait(void *arg)
+{
+	VxidWait   *w = arg;
+	int			level = NewGUCNestLevel();
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", Max(w->ms, 1));
+	(void) set_config_option("lock_timeout", buf, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) VirtualXactLock(w->vxid, true);
+	zdm_guc_pop(level);
+	return true;
+}
+
 /*
  * Wait at most ms for the transaction vxid to end.  True when it ended,
  * false when the time ran out.  Any error other than the lock timeout
@@ -72,45 +93,9 @@ holder_pid(VirtualTransactionId vxid)
 static bool
 wait_for_transaction(VirtualTransactionId vxid, int ms)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ended = false;
+	VxidWait	w = {vxid, ms};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-
-	PG_TRY();
-	{
-		int			level = NewGUCNestLevel();
-		char		buf[32];
-
-		snprintf(buf, sizeof(buf), "%d", Max(ms, 1));
-		(void) set_config_option("lock_timeout", buf, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) VirtualXactLock(vxid, true);
-		ended = true;
-		zdm_guc_pop(level);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-
-	return ended;
+	return zdm_try_in_subtransaction(vxid_wait, &w);
 }
 
 /* The interval as microseconds, refusing what cannot be a timeout. */

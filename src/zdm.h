@@ -180,6 +180,7 @@ extern void zdm_claim_relations(const char *migration, List *relids,
 								ZdmLockStats *stats);
 extern void zdm_lock_stats_add(ZdmLockStats *into, const ZdmLockStats *earlier);
 extern bool zdm_try_migration_lock(const char *migration);
+extern bool zdm_try_in_subtransaction(bool (*attempt) (void *arg), void *arg);
 struct LOCKTAG;
 extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
