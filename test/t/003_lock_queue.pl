@@ -22,6 +22,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use ZdmPsql ();
 use IPC::Run;
 use Time::HiRes qw(time);
 use List::Util qw(max);
@@ -68,31 +71,8 @@ my $triggers_sql = q{
 	 WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal};
 my $columns_before = $node->safe_psql('postgres', $columns_sql);
 
-# Start psql on $script in the background; returns the IPC::Run handle and
-# references to its stdout and stderr.  The script goes through a file:
-# IPC::Run feeds a scalar to stdin only while the caller pumps.
-my $scripts = 0;
-sub start_psql
-{
-	my ($script, $appname) = @_;
-	my ($out, $err) = ('', '');
-	my $file = "$PostgreSQL::Test::Utils::tmp_check/003_script_" . ++$scripts . '.sql';
-	append_to_file($file, $script);
-	my $connstr = $node->connstr('postgres');
-	$connstr .= " application_name=$appname" if $appname;
-	my $h = IPC::Run::start(
-		[
-			$node->installed_command('psql'), '-XAtq',
-			'-v', 'ON_ERROR_STOP=1',
-			'-d', $connstr,
-			'-f', $file
-		],
-		'<', '/dev/null',
-		'>', \$out,
-		'2>', \$err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return ($h, \$out, \$err);
-}
+# Start psql on $script in the background (ZdmPsql.pm).
+sub start_psql { return ZdmPsql::start_psql($node, @_); }
 
 # A client session that times each statement: psql's \timing (round trip
 # of the statement as the client sees it) and the wall clock around it.

@@ -32,6 +32,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use ZdmPsql ();
 use IPC::Run;
 use Time::HiRes qw(time usleep);
 
@@ -65,27 +68,12 @@ sub add_columns
 	return '{"operations":[' . join(',', @ops) . ']}';
 }
 
-# Start psql on $script in the background (as t/003 does); returns the
+# Start psql on $script in the background (ZdmPsql.pm); returns the
 # IPC::Run handle and references to its stdout and stderr.
-my $scripts = 0;
 sub start_psql
 {
-	my ($script, $appname) = @_;
-	my ($out, $err) = ('', '');
-	my $file = "$PostgreSQL::Test::Utils::tmp_check/011_script_" . ++$scripts . '.sql';
-	append_to_file($file, $script);
-	my $h = IPC::Run::start(
-		[
-			$node->installed_command('psql'), '-XAtq',
-			'-v', 'ON_ERROR_STOP=1',
-			'-d', $node->connstr('postgres') . " application_name=$appname",
-			'-f', $file
-		],
-		'<', '/dev/null',
-		'>', \$out,
-		'2>', \$err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return { h => $h, out => \$out, err => \$err };
+	my ($h, $out, $err) = ZdmPsql::start_psql($node, @_);
+	return { h => $h, out => $out, err => $err };
 }
 
 # The barrier: a session holding an advisory lock the expands wait for.

@@ -18,6 +18,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use ZdmPsql ();
 use IPC::Run;
 use Time::HiRes qw(time);
 use List::Util qw(max);
@@ -50,27 +53,8 @@ $node->safe_psql(
 	INSERT INTO refunds SELECT * FROM payments;
 });
 
-# Start psql on $script in the background (as t/003 does).
-my $scripts = 0;
-sub start_psql
-{
-	my ($script, $appname) = @_;
-	my ($out, $err) = ('', '');
-	my $file = "$PostgreSQL::Test::Utils::tmp_check/012_script_" . ++$scripts . '.sql';
-	append_to_file($file, $script);
-	my $h = IPC::Run::start(
-		[
-			$node->installed_command('psql'), '-XAtq',
-			'-v', 'ON_ERROR_STOP=1',
-			'-d', $node->connstr('postgres') . " application_name=$appname",
-			'-f', $file
-		],
-		'<', '/dev/null',
-		'>', \$out,
-		'2>', \$err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return ($h, \$out, \$err);
-}
+# Start psql on $script in the background (ZdmPsql.pm).
+sub start_psql { return ZdmPsql::start_psql($node, @_); }
 
 my $client = $node->background_psql('postgres');
 $client->query_safe('\timing on');
