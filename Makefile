@@ -17,7 +17,7 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column alter_keep alter_pgroll drop_column create_table \
-              create_index drop_index index_pgroll \
+              create_index drop_index index_pgroll deferred \
               trigger backfill worker contract rollback versions gate errors corrupt inline \
               schema_only wait replication
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
