@@ -50,8 +50,8 @@ zdm_run_ddl(const char *migration, const char *phase, const char *sql,
 	zdm_log_event(migration, "ddl", phase, sql, lock, zdm_ms_since(start), NULL);
 }
 
-static LOCKMODE
-lockmode_from_name(const char *name)
+LOCKMODE
+zdm_lockmode_from_name(const char *name)
 {
 	if (strcmp(name, "exclusive") == 0)
 		return AccessExclusiveLock;
@@ -65,8 +65,8 @@ lockmode_from_name(const char *name)
 }
 
 /* The OID of a relation named in a plan, or a clear error. */
-static Oid
-plan_relation(const char *migration, const char *relation)
+Oid
+zdm_plan_relation(const char *migration, const char *relation)
 {
 	RangeVar   *rv = makeRangeVarFromNameList(stringToQualifiedNameList(relation));
 	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
@@ -116,7 +116,7 @@ zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
 		{
 			Oid			altered = step_altered_table(step);
 
-			relids = list_append_unique_oid(relids, plan_relation(migration, step->relation));
+			relids = list_append_unique_oid(relids, zdm_plan_relation(migration, step->relation));
 			if (OidIsValid(altered))
 				relids = list_append_unique_oid(relids, altered);
 		}
@@ -154,11 +154,11 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 	{
 		ZdmPlanStep *step = lfirst(lc);
 
-		if (step->relation != NULL && lockmode_from_name(step->lock) == AccessExclusiveLock)
+		if (step->relation != NULL && zdm_lockmode_from_name(step->lock) == AccessExclusiveLock)
 		{
 			Oid			altered = step_altered_table(step);
 
-			exclusive = list_append_unique_oid(exclusive, plan_relation(migration, step->relation));
+			exclusive = list_append_unique_oid(exclusive, zdm_plan_relation(migration, step->relation));
 			if (OidIsValid(altered))
 				exclusive = list_append_unique_oid(exclusive, altered);
 		}
@@ -175,7 +175,7 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		{
 			/* A step on no table (a schema) needs no table lock. */
 		}
-		else if (lockmode_from_name(lock) == AccessExclusiveLock)
+		else if (zdm_lockmode_from_name(lock) == AccessExclusiveLock)
 		{
 			/*
 			 * Waiting for one table while holding another's ACCESS EXCLUSIVE
@@ -189,8 +189,8 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
 				 strcmp(held_lock, lock) != 0)
 		{
-			zdm_lock_relations(migration, list_make1_oid(plan_relation(migration, relation)),
-							   lockmode_from_name(lock), &stats);
+			zdm_lock_relations(migration, list_make1_oid(zdm_plan_relation(migration, relation)),
+							   zdm_lockmode_from_name(lock), &stats);
 			held_rel = relation;
 			held_lock = lock;
 		}
