@@ -19,7 +19,7 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column alter_keep alter_pgroll drop_column create_table \
-              create_constraint drop_constraint drop_multicolumn_constraint rename_constraint \
+              create_constraint drop_constraint drop_multicolumn_constraint rename_constraint constraints_pgroll \
               trigger backfill worker contract rollback versions gate errors corrupt inline \
               schema_only wait replication
 REGRESS_OPTS = --inputdir=. --load-extension=zdm
