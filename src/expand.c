@@ -72,6 +72,8 @@ static const ZdmOpKind *const op_kinds[] = {
 	&zdm_op_drop_constraint,
 	&zdm_op_drop_multicolumn_constraint,
 	&zdm_op_rename_constraint,
+	&zdm_op_create_index,
+	&zdm_op_drop_index,
 	NULL
 };
 
@@ -86,8 +88,7 @@ op_kind(const char *name)
 
 /* pgroll's other operations: known, not implemented yet. */
 static const char *const op_unsupported[] = {
-	"drop_table", "rename_table", "rename_column", "create_index", "drop_index",
-	"sql", "set_replica_identity", NULL
+	"drop_table", "rename_table", "rename_column", "sql", "set_replica_identity", NULL
 };
 
 /*
