@@ -29,6 +29,8 @@
 
 #include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 
@@ -78,6 +80,24 @@ zdm_plan_relation(const char *migration, const char *relation)
 }
 
 /*
+ * The table a step's ALTER TABLE changes, when it is not the table the
+ * step names, or InvalidOid.  A step dropping a foreign key names the
+ * referenced table, whose ACCESS EXCLUSIVE lock the drop takes too, and
+ * its statement the table the key is on: both are claimed and locked.
+ */
+static Oid
+step_altered_table(ZdmPlanStep *step)
+{
+	List	   *raw = raw_parser(step->sql, RAW_PARSE_DEFAULT);
+	Node	   *stmt = list_length(raw) == 1 ? ((RawStmt *) linitial(raw))->stmt : NULL;
+
+	if (stmt == NULL || !IsA(stmt, AlterTableStmt) ||
+		((AlterTableStmt *) stmt)->objtype != OBJECT_TABLE)
+		return InvalidOid;
+	return RangeVarGetRelid(((AlterTableStmt *) stmt)->relation, NoLock, true);
+}
+
+/*
  * Claim every table the steps of plan->section name, all at once, for the
  * rest of the transaction: call it before anything reads or locks them.
  */
@@ -93,7 +113,13 @@ zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
 		ZdmPlanStep *step = lfirst(lc);
 
 		if (step->relation != NULL)
+		{
+			Oid			altered = step_altered_table(step);
+
 			relids = list_append_unique_oid(relids, zdm_plan_relation(migration, step->relation));
+			if (OidIsValid(altered))
+				relids = list_append_unique_oid(relids, altered);
+		}
 	}
 	zdm_claim_relations(migration, relids, stats);
 }
@@ -129,7 +155,13 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		ZdmPlanStep *step = lfirst(lc);
 
 		if (step->relation != NULL && zdm_lockmode_from_name(step->lock) == AccessExclusiveLock)
+		{
+			Oid			altered = step_altered_table(step);
+
 			exclusive = list_append_unique_oid(exclusive, zdm_plan_relation(migration, step->relation));
+			if (OidIsValid(altered))
+				exclusive = list_append_unique_oid(exclusive, altered);
+		}
 	}
 
 	foreach(lc, steps)

@@ -82,6 +82,11 @@ typedef struct TableWork
 	bool		old_view_created;	/* expand created the old version's view */
 	List	   *check_refs;		/* alter_column "check": pairs of constraint
 								 * and a column it names */
+	List	   *constraint_names;	/* constraints a constraint operation
+									 * creates, drops or renames (each once) */
+	List	   *constraint_refs;	/* pairs: such a constraint and a column
+									 * it names (not to be replaced or dropped) */
+	bool		adds_primary_key;	/* a create_constraint adds one */
 	List	   *hidden_in_new;	/* old columns the new version no longer sees */
 	List	   *new_physical;	/* new columns, physical names ... */
 	List	   *new_visible;	/* ... and the names the new version sees */
@@ -120,6 +125,10 @@ extern const ZdmOpKind zdm_op_add_column;
 extern const ZdmOpKind zdm_op_alter_column;
 extern const ZdmOpKind zdm_op_drop_column;
 extern const ZdmOpKind zdm_op_create_table;
+extern const ZdmOpKind zdm_op_create_constraint;
+extern const ZdmOpKind zdm_op_drop_constraint;
+extern const ZdmOpKind zdm_op_drop_multicolumn_constraint;
+extern const ZdmOpKind zdm_op_rename_constraint;
 extern const ZdmOpKind zdm_op_create_index;
 extern const ZdmOpKind zdm_op_drop_index;
 
@@ -152,6 +161,20 @@ extern ZdmPlanStep *expand_step(const char *relation, const char *lock, const ch
 								const char *sql);
 extern const char *const expand_column_keys[];
 extern const char *const expand_column_unsupported[];
+
+/* table_constraints.c: what the constraint operations share */
+extern char *expand_qualified_rel(Oid relid);
+extern Oid	expand_constraint_oid(ExpandState *st, TableWork *tw, const char *name, bool must_exist);
+extern List *expand_constraint_columns(Oid conoid);
+extern void expand_claim_constraint(ExpandState *st, TableWork *tw, const char *name,
+									List *columns);
+extern void expand_check_constraint_name(ExpandState *st, TableWork *tw, const char *name,
+										 bool index_backed);
+extern void expand_constraint_up_down(ExpandState *st, TableWork *tw, const char *constraint,
+									  List *columns, JsonbContainer *op, bool maps);
+extern ZdmPlanStep *expand_fkey_drop_step(TableWork *tw, Oid confrelid, const char *constraint);
+extern bool expand_json_set(JsonbContainer *obj, const char *key);
+extern void expand_plan_constraint_drop(ExpandState *st, JsonbContainer *op, bool multi);	/* op_drop_constraint.c */
 
 /* expand_versions.c: the API versions' schemas and views */
 extern bool expand_has_views(ExpandState *st, TableWork *tw);
