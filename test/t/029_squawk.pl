@@ -67,6 +67,33 @@ my @migrations = (
 		  . '"column": "qty", "type": "bigint", "nullable": false, '
 		  . '"check": {"name": "sq_items_qty_pos", "constraint": "qty >= 0"}, '
 		  . '"up": "qty::bigint", "down": "qty::integer"}}]}' ],
+	[ 'create_index', 'sq_index',
+		'{"operations": [{"create_index": {"name": "sq_items_qty_idx", "table": "sq_items", '
+		  . '"columns": ["qty"], "predicate": "qty > 0"}}]}' ],
+	[ 'drop_index', 'sq_unindex',
+		'{"operations": [{"drop_index": {"name": "sq_items_price_idx"}}]}' ],
+	[ 'create_constraint', 'sq_check',
+		'{"operations": [{"create_constraint": {"type": "check", "table": "sq_items", '
+		  . '"name": "sq_items_price_nonneg", "columns": ["price"], "check": "price >= 0"}}]}' ],
+	[ 'create_constraint', 'sq_fk',
+		'{"operations": [{"create_constraint": {"type": "foreign_key", "table": "sq_items", '
+		  . '"name": "sq_items_group_fk", "columns": ["group_id"], '
+		  . '"references": {"table": "sq_groups", "columns": ["id"], "on_delete": "SET NULL"}}}]}' ],
+	[ 'create_constraint', 'sq_unique',
+		'{"operations": [{"create_constraint": {"type": "unique", "table": "sq_items", '
+		  . '"name": "sq_items_code_key", "columns": ["code"]}}]}' ],
+	[ 'create_constraint', 'sq_pk',
+		'{"operations": [{"create_constraint": {"type": "primary_key", "table": "sq_notes", '
+		  . '"name": "sq_notes_pkey", "columns": ["id"]}}]}' ],
+	[ 'drop_constraint', 'sq_uncheck',
+		'{"operations": [{"drop_constraint": {"table": "sq_items", "name": "sq_items_qty_small", '
+		  . '"up": "qty", "down": "qty"}}]}' ],
+	[ 'drop_multicolumn_constraint', 'sq_unpair',
+		'{"operations": [{"drop_multicolumn_constraint": {"table": "sq_items", "name": "sq_items_pair", '
+		  . '"up": {"qty": "qty", "price": "price"}, "down": {"qty": "qty", "price": "price"}}}]}' ],
+	[ 'rename_constraint', 'sq_rename',
+		'{"operations": [{"rename_constraint": {"table": "sq_items", "from": "sq_items_note_len", '
+		  . '"to": "sq_items_note_length"}}]}' ],
 	[ 'drop_column', 'sq_drop',
 		'{"operations": [{"drop_column": {"table": "sq_notes", "column": "note", '
 		  . '"down": "\'\'"}}]}' ],
@@ -112,12 +139,19 @@ ok($implemented >= 4, "zdm implements $implemented operation kinds");
 sub fresh_tables
 {
 	as_migrator(q{
-		DROP TABLE IF EXISTS sq_items, sq_notes, sq_new CASCADE;
+		DROP TABLE IF EXISTS sq_items, sq_notes, sq_new, sq_groups CASCADE;
 		DROP SCHEMA IF EXISTS sq1_contract, sq2_contract CASCADE;
+		CREATE TABLE sq_groups (id bigint PRIMARY KEY);
+		INSERT INTO sq_groups SELECT generate_series(1, 10);
 		CREATE TABLE sq_items (id bigint PRIMARY KEY, price numeric NOT NULL,
-			qty integer NOT NULL DEFAULT 1, note text);
-		INSERT INTO sq_items SELECT g, g / 10.0, g % 7, 'n' || g FROM generate_series(1, 2000) g;
-		CREATE TABLE sq_notes (id bigint PRIMARY KEY, note text NOT NULL);
+			qty integer NOT NULL DEFAULT 1, note text, group_id bigint, code text,
+			CONSTRAINT sq_items_qty_small CHECK (qty < 1000),
+			CONSTRAINT sq_items_pair CHECK (qty >= 0 OR price >= 0),
+			CONSTRAINT sq_items_note_len CHECK (length(note) < 100));
+		CREATE INDEX sq_items_price_idx ON sq_items (price);
+		INSERT INTO sq_items SELECT g, g / 10.0, g % 7, 'n' || g, g % 10 + 1, 'c' || g
+		  FROM generate_series(1, 2000) g;
+		CREATE TABLE sq_notes (id bigint NOT NULL, note text NOT NULL);
 		INSERT INTO sq_notes SELECT g, 'n' || g FROM generate_series(1, 2000) g;
 	});
 }
@@ -159,6 +193,11 @@ my $ddl = $node->safe_psql('shop', q{
 my $count = $node->safe_psql('shop',
 	"SELECT count(*) FROM zdm.migration_log WHERE event = 'ddl'");
 ok($count > 20, "zdm journaled its DDL ($count statements)");
+# The worker's steps are among them.
+like($ddl, qr/CREATE INDEX CONCURRENTLY/, "the deferred index builds are linted");
+like($ddl, qr/DROP INDEX CONCURRENTLY/, "the drops after contract and rollback too");
+like($ddl, qr/VALIDATE CONSTRAINT/, "and the validations");
+like($ddl, qr/USING INDEX/, "and the unique and primary keys attached at contract");
 my $file = $node->basedir . '/zdm_ddl.sql';
 PostgreSQL::Test::Utils::append_to_file($file, $ddl);
 
