@@ -5,6 +5,7 @@ package ZdmPsql;
 use strict;
 use warnings;
 use Exporter 'import';
+use File::Basename qw(basename);
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 
@@ -20,7 +21,11 @@ sub start_psql
 {
 	my ($node, $script, $appname) = @_;
 	my ($out, $err) = ('', '');
-	my $file = "$PostgreSQL::Test::Utils::tmp_check/script_" . $node->name . '_' . ++$scripts . '.sql';
+	# tmp_check is shared by every TAP file of a run: the test's own name
+	# keeps its scripts apart, and a script is written whole, not appended.
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/" . basename($0, '.pl') . '_script_'
+	  . $node->name . '_' . ++$scripts . '.sql';
+	unlink($file);
 	append_to_file($file, $script);
 	my $connstr = $node->connstr('postgres');
 	$connstr .= " application_name=$appname" if $appname;
