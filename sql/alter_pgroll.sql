@@ -2,10 +2,11 @@
 -- alter_pgroll: pgroll's alter_column examples (pgroll-format/examples, its
 -- own migration files converted to JSON), each on its table as pgroll's
 -- earlier examples leave it, built here in plain SQL (their other kinds of
--- operation are not zdm's yet).  The migrations are pgroll's, verbatim; a
--- change in place gets "versions", which zdm needs for one.  An accepted
--- one runs its whole lifecycle: expand, writes from both versions, backfill,
--- verify, contract.  A refused one says why, and changes nothing.
+-- operation are not zdm's yet).  The migrations are pgroll's, verbatim: a
+-- change in place declares no "versions", and zdm gives it one named after
+-- the migration (its schema of views), retiring the latest live one.  An
+-- accepted one runs its whole lifecycle: expand, writes from both versions,
+-- backfill, verify, contract.  A refused one says why, and changes nothing.
 --
 -- 15, 35: refused ("unique" on alter_column is not zdm's yet)
 -- 16, 36: refused on the table pgroll leaves (a UNIQUE constraint on the
@@ -58,13 +59,13 @@ SELECT zt.try($try$SELECT zdm.expand('15_set_column_unique', $json${"operations"
 
 -- 16_set_nullable.json on the table 15 leaves: refused, naming the UNIQUE constraint.
 SELECT zt.describe('reviews') AS reviews_before \gset
-SELECT zdm.expand('16_set_nullable', $json${"versions": {"new": "ex16"}, "operations": [{"alter_column": {"table": "reviews", "column": "review", "nullable": false, "up": "SELECT CASE WHEN review IS NULL THEN product || ' is good' ELSE review END", "down": "review"}}]}$json$);
+SELECT zdm.expand('16_set_nullable', $json${"operations": [{"alter_column": {"table": "reviews", "column": "review", "nullable": false, "up": "SELECT CASE WHEN review IS NULL THEN product || ' is good' ELSE review END", "down": "review"}}]}$json$);
 SELECT zt.describe('reviews') = :'reviews_before' AS unchanged;
 -- Without it (as if 15 had not run): the whole lifecycle.
 ALTER TABLE reviews DROP CONSTRAINT reviews_review_unique;
-SELECT zdm.expand('16_set_nullable', $json${"versions": {"new": "ex16"}, "operations": [{"alter_column": {"table": "reviews", "column": "review", "nullable": false, "up": "SELECT CASE WHEN review IS NULL THEN product || ' is good' ELSE review END", "down": "review"}}]}$json$);
+SELECT zdm.expand('16_set_nullable', $json${"operations": [{"alter_column": {"table": "reviews", "column": "review", "nullable": false, "up": "SELECT CASE WHEN review IS NULL THEN product || ' is good' ELSE review END", "down": "review"}}]}$json$);
 INSERT INTO reviews (username, product) VALUES ('cid', 'pie');
-SELECT zdm.use_version('ex16');
+SELECT zdm.use_version('16_set_nullable');
 INSERT INTO reviews (username, product, review) VALUES ('dan', 'jam', 'sweet');
 RESET zdm.api_version;
 RESET search_path;
@@ -77,9 +78,9 @@ SELECT id, product, review FROM reviews ORDER BY id;
 
 -- 18_change_column_type.json: text to integer in place; NOT NULL and the default '0' (a text
 -- constant, respelled for the new type) carried over.
-SELECT zdm.expand('18_change_column_type', $json${"versions": {"new": "ex18"}, "operations": [{"alter_column": {"table": "reviews", "column": "rating", "type": "integer", "up": "CAST(rating AS integer)", "down": "CAST(rating AS text)"}}]}$json$);
+SELECT zdm.expand('18_change_column_type', $json${"operations": [{"alter_column": {"table": "reviews", "column": "rating", "type": "integer", "up": "CAST(rating AS integer)", "down": "CAST(rating AS text)"}}]}$json$);
 INSERT INTO reviews (username, product, review, rating) VALUES ('eve', 'tart', 'ok', '3');
-SELECT zdm.use_version('ex18');
+SELECT zdm.use_version('18_change_column_type');
 INSERT INTO reviews (username, product, review, rating) VALUES ('fay', 'bun', 'dry', 2);
 RESET zdm.api_version;
 RESET search_path;
@@ -92,9 +93,9 @@ SELECT id, rating, pg_typeof(rating) FROM reviews ORDER BY id;
 
 -- 21_add_foreign_key_constraint.json: a foreign key, and an up with a sub-select, which the trigger
 -- runs as a query over the row.
-SELECT zdm.expand('21_add_foreign_key_constraint', $json${"versions": {"new": "ex21"}, "operations": [{"alter_column": {"table": "posts", "column": "user_id", "references": {"name": "fk_users_id", "table": "users", "column": "id", "on_delete": "CASCADE"}, "up": "SELECT CASE WHEN EXISTS (SELECT 1 FROM users WHERE users.id = user_id) THEN user_id ELSE NULL END", "down": "user_id"}}]}$json$);
+SELECT zdm.expand('21_add_foreign_key_constraint', $json${"operations": [{"alter_column": {"table": "posts", "column": "user_id", "references": {"name": "fk_users_id", "table": "users", "column": "id", "on_delete": "CASCADE"}, "up": "SELECT CASE WHEN EXISTS (SELECT 1 FROM users WHERE users.id = user_id) THEN user_id ELSE NULL END", "down": "user_id"}}]}$json$);
 INSERT INTO posts (title, user_id) VALUES ('by bob', 2), ('by nobody', 9);
-SELECT zdm.use_version('ex21');
+SELECT zdm.use_version('21_add_foreign_key_constraint');
 SELECT zt.try($$INSERT INTO posts (title, user_id) VALUES ('v21 by nobody', 9)$$);
 RESET zdm.api_version;
 RESET search_path;
@@ -107,9 +108,9 @@ SELECT id, title, user_id FROM posts ORDER BY id;
 
 -- 22_add_check_constraint.json: the check goes on the new column; old clients' short titles are
 -- accepted (up pads them), and so are old rows at backfill.
-SELECT zdm.expand('22_add_check_constraint', $json${"versions": {"new": "ex22"}, "operations": [{"alter_column": {"table": "posts", "column": "title", "check": {"name": "title_length", "constraint": "length(title) > 3"}, "up": "SELECT CASE WHEN length(title) <= 3 THEN LPAD(title, 4, '-') ELSE title END", "down": "title"}}]}$json$);
+SELECT zdm.expand('22_add_check_constraint', $json${"operations": [{"alter_column": {"table": "posts", "column": "title", "check": {"name": "title_length", "constraint": "length(title) > 3"}, "up": "SELECT CASE WHEN length(title) <= 3 THEN LPAD(title, 4, '-') ELSE title END", "down": "title"}}]}$json$);
 INSERT INTO posts (title) VALUES ('yo');
-SELECT zdm.use_version('ex22');
+SELECT zdm.use_version('22_add_check_constraint');
 SELECT zt.try($$INSERT INTO posts (title) VALUES ('yo')$$);
 RESET zdm.api_version;
 RESET search_path;
@@ -121,8 +122,8 @@ SELECT zt.describe('posts');
 SELECT id, title FROM posts ORDER BY id;
 
 -- 31_unset_not_null.json: NOT NULL goes, the check of 22 stays.
-SELECT zdm.expand('31_unset_not_null', $json${"versions": {"new": "ex31"}, "operations": [{"alter_column": {"table": "posts", "column": "title", "nullable": true, "up": "title", "down": "SELECT CASE WHEN title IS NULL THEN 'placeholder title' ELSE title END"}}]}$json$);
-SELECT zdm.use_version('ex31');
+SELECT zdm.expand('31_unset_not_null', $json${"operations": [{"alter_column": {"table": "posts", "column": "title", "nullable": true, "up": "title", "down": "SELECT CASE WHEN title IS NULL THEN 'placeholder title' ELSE title END"}}]}$json$);
+SELECT zdm.use_version('31_unset_not_null');
 INSERT INTO posts (title) VALUES ('from v31');
 RESET zdm.api_version;
 RESET search_path;
@@ -138,11 +139,11 @@ SELECT id, title FROM posts ORDER BY id;
 SELECT zt.try($try$SELECT zdm.expand('35_alter_column_multiple', $json${"operations": [{"alter_column": {"table": "events", "column": "name", "type": "text", "default": "'unknown event'", "nullable": false, "comment": "the full name of the event", "unique": {"name": "events_event_name_unique"}, "check": {"name": "event_name_length", "constraint": "length(name) > 3"}, "up": "SELECT CASE WHEN name IS NULL OR LENGTH(name) <= 3 THEN 'placeholder' ELSE name END", "down": "event_name"}}]}$json$)$try$);
 
 -- 36_set_comment_to_null.json on the table 35 leaves: refused, naming the UNIQUE constraint.
-SELECT zdm.expand('36_set_comment_to_null', $json${"versions": {"new": "ex36"}, "operations": [{"alter_column": {"table": "events", "column": "name", "comment": null, "up": "name", "down": "name"}}]}$json$);
+SELECT zdm.expand('36_set_comment_to_null', $json${"operations": [{"alter_column": {"table": "events", "column": "name", "comment": null, "up": "name", "down": "name"}}]}$json$);
 -- Without it: the check, the default and NOT NULL are kept; the comment,
 -- set to null, is not.
 ALTER TABLE events DROP CONSTRAINT events_event_name_unique;
-SELECT zdm.expand('36_set_comment_to_null', $json${"versions": {"new": "ex36"}, "operations": [{"alter_column": {"table": "events", "column": "name", "comment": null, "up": "name", "down": "name"}}]}$json$);
+SELECT zdm.expand('36_set_comment_to_null', $json${"operations": [{"alter_column": {"table": "events", "column": "name", "comment": null, "up": "name", "down": "name"}}]}$json$);
 INSERT INTO events DEFAULT VALUES;
 SELECT zdm.backfill('36_set_comment_to_null', 100);
 SELECT zdm.backfill('36_set_comment_to_null', 100);
@@ -152,7 +153,7 @@ SELECT zt.describe('events');
 SELECT zt.try($$INSERT INTO events (name) VALUES ('x')$$);
 
 -- 46_alter_column_drop_default.json: the default goes ("default": null); NOT NULL stays.
-SELECT zdm.expand('46_alter_column_drop_default', $json${"versions": {"new": "ex46"}, "operations": [{"alter_column": {"table": "tickets", "column": "ticket_type", "default": null, "up": "ticket_type", "down": "ticket_type"}}]}$json$);
+SELECT zdm.expand('46_alter_column_drop_default', $json${"operations": [{"alter_column": {"table": "tickets", "column": "ticket_type", "default": null, "up": "ticket_type", "down": "ticket_type"}}]}$json$);
 -- an old client's insert gets the old column's default on both sides
 INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('bob', 2000);
 SELECT zdm.backfill('46_alter_column_drop_default', 100);
@@ -165,14 +166,14 @@ SELECT zt.try($$INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('alice',
 
 -- 49_unset_not_null_on_indexed_column.json: refused, naming the UNIQUE constraint and both indexes.
 SELECT zt.describe('fruits') AS fruits_before \gset
-SELECT zdm.expand('49_unset_not_null_on_indexed_column', $json${"versions": {"new": "ex49"}, "operations": [{"alter_column": {"table": "fruits", "column": "name", "nullable": true, "up": "SELECT CASE WHEN name IS NULL THEN 'unknown fruit' ELSE name END", "down": "name"}}]}$json$);
+SELECT zdm.expand('49_unset_not_null_on_indexed_column', $json${"operations": [{"alter_column": {"table": "fruits", "column": "name", "nullable": true, "up": "SELECT CASE WHEN name IS NULL THEN 'unknown fruit' ELSE name END", "down": "name"}}]}$json$);
 SELECT zt.describe('fruits') = :'fruits_before' AS unchanged;
 
 SELECT name, phase FROM zdm.status WHERE name ~ '^[0-9][0-9]_' ORDER BY name;
 RESET ROLE;
 DROP TABLE reviews, posts, events, tickets, sellers, fruits, users CASCADE;
-DROP SCHEMA ex16, ex18, ex21, ex22, ex31, ex36, ex46 CASCADE;
-DELETE FROM zdm.api_versions WHERE version ~ '^ex[0-9][0-9]$';
+SELECT format('DROP SCHEMA %I CASCADE', schema_name) FROM zdm.api_versions WHERE version ~ '^[0-9][0-9]_' AND schema_name IS NOT NULL ORDER BY 1 \gexec
+DELETE FROM zdm.api_versions WHERE version ~ '^[0-9][0-9]_';
 DELETE FROM zdm.migrations WHERE name ~ '^[0-9][0-9]_';
 REVOKE USAGE ON SCHEMA zt FROM regress_pg_migrator;
 REVOKE CREATE ON SCHEMA public FROM regress_pg_migrator;

@@ -98,6 +98,9 @@ typedef struct ExpandState
 	List	   *tables;			/* TableWork * */
 	char	   *version_old;	/* API version retired, or NULL */
 	char	   *version_new;	/* API version introduced, or NULL */
+	bool		versions_implicit;	/* the migration declares none: its
+									 * in-place alter_column needs them, so
+									 * version_new is its name (pgroll's way) */
 	List	   *schemas;		/* version schemas to create */
 	ZdmLockStats claim;			/* waits for the tables' claims */
 	ZdmSpecCtx	ctx;

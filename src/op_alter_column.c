@@ -120,7 +120,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 		/*
 		 * The same name, another shape: a physically new column that only
 		 * the new version's views show under the old name; contract renames
-		 * it into place.
+		 * it into place.  A migration that declares no versions has them
+		 * implicitly by now (expand_resolve_versions).
 		 */
 		if (st->version_new == NULL)
 			ereport(ERROR,

@@ -331,7 +331,8 @@ extern bool zdm_version_lookup(const char *version, char **schema, char **retire
  */
 #define ZDM_UNDECLARED_VERSION "(undeclared)"
 
-extern void zdm_gate_check(const char *name, const char *version_old, bool force);
+extern void zdm_gate_check(const char *name, const char *version_old,
+						   const char *version_new, bool force);
 
 /* ---- backfill.c ---- */
 
