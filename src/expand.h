@@ -154,6 +154,7 @@ extern const char *const expand_column_unsupported[];
 extern bool expand_has_views(ExpandState *st, TableWork *tw);
 extern bool expand_view_exists(TableWork *tw, const char *version);
 extern char *expand_view_name(TableWork *tw, const char *version);
+extern List *expand_replaced_views(ExpandState *st, TableWork *tw);
 extern char *expand_view_grant_sql(TableWork *tw, const char *version);
 extern char *expand_view_sql(TableWork *tw, const char *version, bool newer);
 extern void expand_resolve_versions(ExpandState *st, JsonbContainer *root);

@@ -50,6 +50,24 @@ expand_view_exists(TableWork *tw, const char *version)
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(tw->name, nsp));
 }
 
+/*
+ * The views of the table that expand drops and creates again: the
+ * versions' views of a table whose columns the new version sees changed.
+ */
+List *
+expand_replaced_views(ExpandState *st, TableWork *tw)
+{
+	List	   *views = NIL;
+	const char *versions[2] = {st->version_old, st->version_new};
+
+	if (st->version_new == NULL)
+		return NIL;
+	for (int i = 0; i < 2; i++)
+		if (versions[i] && expand_view_exists(tw, versions[i]))
+			views = lappend_oid(views, get_relname_relid(tw->name, get_namespace_oid(versions[i], false)));
+	return views;
+}
+
 char *
 expand_view_name(TableWork *tw, const char *version)
 {

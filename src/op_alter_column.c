@@ -56,24 +56,6 @@ refuse_carried_twice(ExpandState *st, TableWork *tw, const char *col, List *cons
 	}
 }
 
-/*
- * The views of the table that expand drops and creates again: the
- * versions' views of a table whose columns the new version sees changed.
- */
-static List *
-replaced_views(ExpandState *st, TableWork *tw)
-{
-	List	   *views = NIL;
-	const char *versions[2] = {st->version_old, st->version_new};
-
-	if (st->version_new == NULL)
-		return NIL;
-	for (int i = 0; i < 2; i++)
-		if (versions[i] && expand_view_exists(tw, versions[i]))
-			views = lappend_oid(views, get_relname_relid(tw->name, get_namespace_oid(versions[i], false)));
-	return views;
-}
-
 static void
 plan_alter_column(ExpandState *st, JsonbContainer *op)
 {
@@ -111,7 +93,7 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	old = expand_existing_column(st, tw, col);
 	expand_refuse_key_column(st, tw, col);
 	/* What depends on the old column: kept by the new one, or refused. */
-	zdm_column_attached(st->migration, tw->relid, col, replaced_views(st, tw), &copy.attached);
+	zdm_column_attached(st->migration, tw->relid, col, expand_replaced_views(st, tw), &copy.attached);
 	refuse_carried_twice(st, tw, col, list_concat_copy(copy.attached.checks, copy.attached.fkeys));
 	visible = newname ? newname : col;
 	in_place = strcmp(visible, col) == 0;

@@ -184,7 +184,7 @@ struct LOCKTAG;
 extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
 
-/* ---- dependents.c: what depends on a column an alter_column replaces ---- */
+/* ---- dependents.c: what depends on a column an alter_column replaces or a drop_column drops ---- */
 
 /* A retired API version's guard view of a table (versions.c). */
 typedef struct ZdmGuardView
@@ -205,6 +205,10 @@ typedef struct ZdmColumnAttached
 extern void zdm_column_attached(const char *migration, Oid relid, const char *col,
 								List *replaced_views, ZdmColumnAttached *attached);
 extern char *zdm_column_default(Oid relid, AttrNumber attnum, Node **expr);
+extern void zdm_column_dropped(const char *migration, Oid relid, const char *col,
+							   List *replaced_views, ZdmColumnAttached *attached,
+							   List **goes_with);
+extern struct Bitmapset *zdm_index_columns(Oid indexoid);
 
 /* ---- duplicate.c: the new column of an alter_column keeps what the old had ---- */
 
