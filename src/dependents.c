@@ -6,18 +6,20 @@
  * An alter_column that creates a new column drops the old one at contract,
  * and with it everything PostgreSQL records as depending on it.  Some of
  * that the new column must keep, and duplicate.c carries it over: CHECK
- * constraints, the column's foreign keys, the sequence it owns, and the
+ * constraints, the column's foreign keys, its indexes (UNIQUE and PRIMARY
+ * KEY constraints too), other foreign keys that reference it, the
+ * sequence it owns, and the
  * guard views zdm left for retired API versions (SELECT * of the table,
  * so they name every column; they are dropped and created again around
  * the swap).  The rest zdm cannot carry yet, and expand refuses it here,
  * naming it, so that contract never finds it in the way of its DROP
  * COLUMN or, worse, drops it without a word:
  *
- *	- indexes, and so UNIQUE, PRIMARY KEY and EXCLUDE constraints and the
- *	  foreign keys of other tables that rely on them: an index on the new
- *	  column would be built by CREATE INDEX CONCURRENTLY, which cannot run
- *	  in the caller's transaction (a plain CREATE INDEX there would scan
- *	  the table under ACCESS EXCLUSIVE);
+ *	- indexes zdm cannot build again CONCURRENTLY on the new column (the
+ *	  others, UNIQUE and PRIMARY KEY constraints' included, are carried
+ *	  by duplicate.c, with the foreign keys of other tables that rely on
+ *	  them): a partitioned table's, an INVALID one, an exclusion or a
+ *	  DEFERRABLE constraint's;
  *	- generated columns computed from it, views and materialized views
  *	  over it (but the version views that expand itself replaces), rules,
  *	  policies, statistics objects, triggers whose WHEN or column list
@@ -310,6 +312,61 @@ classify_view(DepScan *sc, Oid view)
 					quote_qualified_identifier(schema, name)));
 }
 
+/*
+ * Why an index on a column an alter_column replaces cannot be built again
+ * on the new column (duplicate.c builds it CONCURRENTLY in a deferred
+ * step), or NULL.  con is the constraint it backs, if any.
+ */
+static char *
+index_not_carried(Oid indexoid, Oid con)
+{
+	HeapTuple	tup;
+	bool		valid;
+	char		contype = 0;
+	bool		deferrable = false;
+
+	if (get_rel_relkind(indexoid) == RELKIND_PARTITIONED_INDEX)
+		return "on a partitioned table, where PostgreSQL 15 builds no index CONCURRENTLY";
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "zdm: cache lookup failed for index %u", indexoid);
+	valid = ((Form_pg_index) GETSTRUCT(tup))->indisvalid;
+	ReleaseSysCache(tup);
+	if (!valid)
+		return "INVALID: drop it, or build it again with REINDEX INDEX CONCURRENTLY, first";
+	if (OidIsValid(con))
+	{
+		tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(con));
+		if (HeapTupleIsValid(tup))
+		{
+			contype = ((Form_pg_constraint) GETSTRUCT(tup))->contype;
+			deferrable = ((Form_pg_constraint) GETSTRUCT(tup))->condeferrable;
+			ReleaseSysCache(tup);
+		}
+		if (contype == CONSTRAINT_EXCLUSION)
+			return "an exclusion constraint, which cannot be attached to an index built beforehand";
+		if (deferrable)
+			return "DEFERRABLE: the index built beforehand would check each row at once";
+	}
+	return NULL;
+}
+
+/* Does foreign key conoid reference column attnum of relid? */
+static bool
+con_references(Oid conoid, Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	bool		refs = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		refs = ((Form_pg_constraint) GETSTRUCT(tup))->confrelid == relid &&
+			bms_is_member(attnum, constraint_columns(tup, Anum_pg_constraint_confkey));
+		ReleaseSysCache(tup);
+	}
+	return refs;
+}
+
 /* One object depending on column attnum of relid (the table or a partition). */
 static void
 classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddress *obj)
@@ -347,15 +404,18 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 				case RELKIND_PARTITIONED_INDEX:
 					{
 						Oid			con = get_index_constraint(obj->objectId);
+						char	   *what = OidIsValid(con) ? described(ConstraintRelationId, con) :
+							described(RelationRelationId, obj->objectId);
+						char	   *why = index_not_carried(obj->objectId, con);
 
 						if (partition && has_superclass(obj->objectId))
 							return; /* a partition of the table's index */
-						if (OidIsValid(con))
-							refuse(sc, REFUSED_INDEX,
-								   described(ConstraintRelationId, con));
+						if (partition)
+							refuse(sc, REFUSED_INDEX, psprintf("%s (of a partition or child of its own)", what));
+						else if (why)
+							refuse(sc, REFUSED_INDEX, psprintf("%s (%s)", what, why));
 						else
-							refuse(sc, REFUSED_INDEX,
-								   described(RelationRelationId, obj->objectId));
+							sc->attached->indexes = list_append_unique_oid(sc->attached->indexes, obj->objectId);
 						return;
 					}
 				default:
@@ -427,13 +487,36 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 				}
 				if (own && !partition && contype == CONSTRAINT_FOREIGN && referencing)
 				{
-					sc->attached->fkeys = list_append_unique_oid(sc->attached->fkeys, obj->objectId);
+					if (con_references(obj->objectId, sc->relid, attnum))
+						refuse(sc, REFUSED_INDEX,
+							   psprintf("foreign key %s (referencing the column from itself)",
+										getObjectIdentity(obj, false)));
+					else
+						sc->attached->fkeys = list_append_unique_oid(sc->attached->fkeys, obj->objectId);
+					return;
+				}
+				if (contype == CONSTRAINT_FOREIGN && !partition)
+				{
+					/* another table's, or another column's: moved with the unique index it relies on */
+					sc->attached->referencing = list_append_unique_oid(sc->attached->referencing, obj->objectId);
 					return;
 				}
 				if (contype == CONSTRAINT_FOREIGN)
 					refuse(sc, REFUSED_INDEX,
 						   psprintf("foreign key %s, which references it",
 									getObjectIdentity(obj, false)));
+				else if (own && !partition && (contype == CONSTRAINT_UNIQUE || contype == CONSTRAINT_PRIMARY))
+				{
+					/* its index depends on it, not on the column: carried with it, or refused */
+					Oid			index = get_constraint_index(obj->objectId);
+					char	   *why = OidIsValid(index) ? index_not_carried(index, obj->objectId) : "it has no index";
+
+					if (why)
+						refuse(sc, REFUSED_INDEX,
+							   psprintf("%s (%s)", described(ConstraintRelationId, obj->objectId), why));
+					else
+						sc->attached->indexes = list_append_unique_oid(sc->attached->indexes, index);
+				}
 				else
 					refuse(sc, contype == CONSTRAINT_CHECK ? REFUSED_OTHER : REFUSED_INDEX,
 						   described(ConstraintRelationId, obj->objectId));
@@ -643,11 +726,9 @@ refused_hint(RefusedKind kind, bool dropping)
 	switch (kind)
 	{
 		case REFUSED_INDEX:
-			return "The new column would need its own index, built with CREATE INDEX CONCURRENTLY, which cannot run "
-				"in the expand's transaction (and a plain CREATE INDEX would hold ACCESS EXCLUSIVE while it scans the table). "
-				"A plain index can be dropped with DROP INDEX CONCURRENTLY before the migration and created again on the "
-				"column with CREATE INDEX CONCURRENTLY after contract; a unique or primary key constraint, or one another "
-				"table's foreign key relies on, cannot be given up that way: leave this column as it is until zdm carries indexes.";
+			return "zdm builds the new column's indexes CONCURRENTLY, but cannot carry this one over: drop it before the "
+				"migration (DROP INDEX CONCURRENTLY, ALTER TABLE ... DROP CONSTRAINT) and create it again on the column "
+				"after contract, or leave the column as it is.";
 		case REFUSED_GENERATED:
 			return "zdm cannot compute a generated column from the new column: drop the generated column first "
 				"(and add it again after contract), or leave this column as it is.";

@@ -91,7 +91,7 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 						st->migration, table),
 				 errhint("Define the column as it should be in the create_table operation.")));
 	old = expand_existing_column(st, tw, col);
-	expand_refuse_key_column(st, tw, col);
+	/* (a key column is fine: the backfill walks the old one, which stays until contract) */
 	/* What depends on the old column: kept by the new one, or refused. */
 	zdm_column_attached(st->migration, tw->relid, col, expand_replaced_views(st, tw), &copy.attached);
 	refuse_carried_twice(st, tw, col, list_concat_copy(copy.attached.checks, copy.attached.fkeys));
@@ -160,6 +160,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	copy.schema = st->schema;
 	copy.check = zdm_json_object(&st->ctx, op, "check", false);
 	copy.references = zdm_json_object(&st->ctx, op, "references", false);
+	copy.unique = zdm_json_object(&st->ctx, op, "unique", false);
+	copy.nullable = nullable;
 	copy.keep_default = !zdm_json_present(op, "default");
 	copy.keep_comment = !zdm_json_present(op, "comment");
 	zdm_duplicate_column(&copy);
@@ -189,6 +191,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(newname)));
 	tw->rollback = list_concat(tw->rollback, copy.rollback);
+	tw->deferred = list_concat(tw->deferred, copy.deferred);
+	tw->rollback_after = list_concat(tw->rollback_after, copy.rollback_after);
 	tw->contract_other = list_concat(tw->contract_other, copy.contract_other);
 	tw->rollback_other = list_concat(tw->rollback_other, copy.rollback_other);
 	zdm_lock_stats_add(&st->claim, &copy.claim);
@@ -231,9 +235,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 }
 
 static const char *const alter_column_keys[] = {"table", "column", "name", "type", "up", "down",
-"nullable", "check", "comment", "default", "references", NULL};
-static const char *const alter_column_unsupported[] = {"unique", NULL};
+"nullable", "check", "comment", "default", "references", "unique", NULL};
 
 const ZdmOpKind zdm_op_alter_column = {
-	"alter_column", alter_column_keys, alter_column_unsupported, "table", plan_alter_column
+	"alter_column", alter_column_keys, NULL, "table", plan_alter_column
 };

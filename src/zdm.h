@@ -199,6 +199,9 @@ typedef struct ZdmColumnAttached
 	List	   *checks;			/* OIDs of CHECK constraints naming it */
 	List	   *fkeys;			/* OIDs of its FOREIGN KEY constraints */
 	List	   *sequences;		/* OIDs of the sequences it owns */
+	List	   *indexes;		/* OIDs of the indexes naming it (UNIQUE and
+								 * PRIMARY KEY constraints' included) */
+	List	   *referencing;	/* OIDs of other foreign keys that reference it */
 	List	   *guards;			/* ZdmGuardView * of the table */
 } ZdmColumnAttached;
 
@@ -230,6 +233,8 @@ typedef struct ZdmColumnCopy
 	const char *schema;			/* the migration's "schema", or NULL */
 	JsonbContainer *check;		/* the migration's "check", or NULL */
 	JsonbContainer *references; /* its "references", or NULL */
+	JsonbContainer *unique;		/* its "unique", or NULL */
+	bool		nullable;		/* the new column may be NULL */
 	bool		keep_default;	/* the migration says nothing of "default" */
 	bool		keep_comment;	/* nor of "comment" */
 	ZdmColumnAttached attached; /* zdm_column_attached */
@@ -239,6 +244,9 @@ typedef struct ZdmColumnCopy
 	List	   *before_drop;	/* contract, before the old column is dropped */
 	List	   *after_drop;		/* contract, once the new column has its name */
 	List	   *rollback;		/* rollback, before the new column is dropped */
+	List	   *deferred;		/* ZdmPlanStep *: after the backfill, by the worker */
+	List	   *deferred_fkeys; /* (the foreign keys' among them, which go last) */
+	List	   *rollback_after; /* ZdmPlanStep *: after rollback, by the worker */
 	/* out: other tables */
 	List	   *referenced;		/* OIDs: SHARE ROW EXCLUSIVE at expand */
 	List	   *contract_other; /* ZdmPlanStep *: steps locking other tables */
