@@ -48,8 +48,8 @@ zdm_run_ddl(const char *migration, const char *phase, const char *sql,
 	zdm_log_event(migration, "ddl", phase, sql, lock, zdm_ms_since(start), NULL);
 }
 
-static LOCKMODE
-lockmode_from_name(const char *name)
+LOCKMODE
+zdm_lockmode_from_name(const char *name)
 {
 	if (strcmp(name, "exclusive") == 0)
 		return AccessExclusiveLock;
@@ -63,8 +63,8 @@ lockmode_from_name(const char *name)
 }
 
 /* The OID of a relation named in a plan, or a clear error. */
-static Oid
-plan_relation(const char *migration, const char *relation)
+Oid
+zdm_plan_relation(const char *migration, const char *relation)
 {
 	RangeVar   *rv = makeRangeVarFromNameList(stringToQualifiedNameList(relation));
 	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
@@ -93,7 +93,7 @@ zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
 		ZdmPlanStep *step = lfirst(lc);
 
 		if (step->relation != NULL)
-			relids = list_append_unique_oid(relids, plan_relation(migration, step->relation));
+			relids = list_append_unique_oid(relids, zdm_plan_relation(migration, step->relation));
 	}
 	zdm_claim_relations(migration, relids, stats);
 }
@@ -128,8 +128,8 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 	{
 		ZdmPlanStep *step = lfirst(lc);
 
-		if (step->relation != NULL && lockmode_from_name(step->lock) == AccessExclusiveLock)
-			exclusive = list_append_unique_oid(exclusive, plan_relation(migration, step->relation));
+		if (step->relation != NULL && zdm_lockmode_from_name(step->lock) == AccessExclusiveLock)
+			exclusive = list_append_unique_oid(exclusive, zdm_plan_relation(migration, step->relation));
 	}
 
 	foreach(lc, steps)
@@ -143,7 +143,7 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		{
 			/* A step on no table (a schema) needs no table lock. */
 		}
-		else if (lockmode_from_name(lock) == AccessExclusiveLock)
+		else if (zdm_lockmode_from_name(lock) == AccessExclusiveLock)
 		{
 			/*
 			 * Waiting for one table while holding another's ACCESS EXCLUSIVE
@@ -157,8 +157,8 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
 				 strcmp(held_lock, lock) != 0)
 		{
-			zdm_lock_relations(migration, list_make1_oid(plan_relation(migration, relation)),
-							   lockmode_from_name(lock), &stats);
+			zdm_lock_relations(migration, list_make1_oid(zdm_plan_relation(migration, relation)),
+							   zdm_lockmode_from_name(lock), &stats);
 			held_rel = relation;
 			held_lock = lock;
 		}

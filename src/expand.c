@@ -383,7 +383,7 @@ zdm_expand(PG_FUNCTION_ARGS)
 	ExpandState st;
 	Jsonb	   *definition;
 	JsonbContainer *ops;
-	ZdmMigration existing;
+	ZdmMigration existing = {0};
 	char	   *name;
 	char	   *replication;
 
@@ -420,7 +420,20 @@ zdm_expand(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	if (zdm_migration_fetch(name, false, &existing) && strcmp(existing.phase, "rolled_back") != 0)
+	if (zdm_migration_fetch(name, false, &existing) && strcmp(existing.phase, "rolled_back") == 0)
+	{
+		/* Its rollback's own background steps first (deferred.c). */
+		char	   *owed = zdm_deferred_owed(name, "rollback");
+
+		if (owed != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" is still being rolled back: %s", name, owed),
+					 errdetail("Its rollback left steps to the background worker, which has not finished them."),
+					 errhint("Expand it again once zdm.status shows no deferred step for it; "
+							 "SELECT zdm.rollback('%s') starts the worker again if none runs.", name)));
+	}
+	else if (existing.phase != NULL)
 	{
 		bool		same = DatumGetBool(DirectFunctionCall2(jsonb_eq,
 														   JsonbPGetDatum(existing.definition),
@@ -462,6 +475,15 @@ zdm_expand(PG_FUNCTION_ARGS)
 	/* 3. applying: all of it, with the state row, or none of it */
 	expand_apply(&st);
 	expand_save_state(&st, definition);
+	/* what the worker runs once this transaction commits (deferred.c) */
+	{
+		int			ndeferred = 0;
+		ListCell   *lc;
+
+		foreach(lc, st.tables)
+			ndeferred += list_length(((TableWork *) lfirst(lc))->deferred);
+		zdm_deferred_owe(name, "deferred", ndeferred);
+	}
 	if (replication != NULL)
 		zdm_log_event(name, "replication", "expanded", NULL, NULL, -1, replication);
 
