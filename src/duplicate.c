@@ -703,6 +703,27 @@ refuse_taken_name(ZdmColumnCopy *c, const char *name)
 						 "from an earlier attempt: drop it (DROP INDEX CONCURRENTLY) and expand again.")));
 }
 
+/*
+ * CREATE INDEX takes CREATE on the table's schema besides its ownership:
+ * the worker builds the new column's indexes as the author, so say it now.
+ */
+static void
+refuse_no_create(ZdmColumnCopy *c)
+{
+	Oid			nsp = get_rel_namespace(c->relid);
+
+	if (pg_namespace_aclcheck(nsp, GetUserId(), ACL_CREATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("migration \"%s\": role \"%s\" may not create indexes in schema \"%s\", and column \"%s\" of table \"%s\" needs its indexes built again",
+						c->migration, GetUserNameFromId(GetUserId(), false), get_namespace_name(nsp),
+						c->old_col, c->table),
+				 errdetail("CREATE INDEX takes CREATE on the table's schema as well as owning the table; the background worker builds them as the migration's author."),
+				 errhint("GRANT CREATE ON SCHEMA %s TO %s, or run the migration as a role that has it.",
+						 quote_identifier(get_namespace_name(nsp)),
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
+}
+
 static char *
 qualified_object(Oid nsp, const char *name)
 {
@@ -767,7 +788,8 @@ index_element(ZdmColumnCopy *c, StringInfo buf, Oid indexoid, Form_pg_index inde
 	AttrNumber	att = index->indkey.values[i];
 	Oid			oldtype,
 				newtype,
-				natural;
+				natural,
+				old_natural;
 	bool		swapped;
 	Oid			opclass = indclass->values[i];
 	Oid			coll = indcollation->values[i];
@@ -778,15 +800,13 @@ index_element(ZdmColumnCopy *c, StringInfo buf, Oid indexoid, Form_pg_index inde
 		swapped = att == oldatt;
 		oldtype = get_atttype(c->relid, att);
 		newtype = swapped ? c->typid : oldtype;
-		if (swapped)
-			natural = get_typcollation(c->typid);
-		else
 		{
 			Oid			typ;
 			int32		typmod;
 
-			get_atttypetypmodcoll(c->relid, att, &typ, &typmod, &natural);
+			get_atttypetypmodcoll(c->relid, att, &typ, &typmod, &old_natural);
 		}
+		natural = swapped ? get_typcollation(c->typid) : old_natural;
 		appendStringInfoString(buf, quote_identifier(swapped ? c->new_col : get_attname(c->relid, att, false)));
 	}
 	else
@@ -803,6 +823,7 @@ index_element(ZdmColumnCopy *c, StringInfo buf, Oid indexoid, Form_pg_index inde
 		pull_varattnos(old_expr, 1, &vars);
 		swapped = bms_is_member(oldatt - FirstLowInvalidHeapAttributeNumber, vars);
 		oldtype = exprType(old_expr);
+		old_natural = exprCollation(old_expr);
 		if (swapped)
 			exprtext = zdm_expr_rename_column(c->migration, what, exprtext, c->old_col, c->new_col);
 		expr = analyse_expr(c, c->desc, what, exprtext, InvalidOid,
@@ -814,7 +835,8 @@ index_element(ZdmColumnCopy *c, StringInfo buf, Oid indexoid, Form_pg_index inde
 		appendStringInfo(buf, "(%s)", exprtext);
 	}
 
-	if (OidIsValid(coll) && coll != natural)
+	/* the old column's (or expression's) own collation follows the new type */
+	if (OidIsValid(coll) && coll != natural && coll != old_natural)
 	{
 		if (!type_is_collatable(newtype))
 			refuse_index(c, index_name, psprintf("its collation does not apply to type %s", format_type_be(newtype)));
@@ -966,6 +988,7 @@ build_index_later(ZdmColumnCopy *c, const char *temp, const char *sql)
 	ZdmPlanStep *build = expand_step(c->qualname, "validate", ZDM_RUNS_OUTSIDE, sql);
 
 	refuse_taken_name(c, temp);
+	refuse_no_create(c);
 	build->index = qtemp;
 	c->deferred = lappend(c->deferred, build);
 	c->rollback_after = lappend(c->rollback_after,
@@ -1080,9 +1103,20 @@ own_unique(ZdmColumnCopy *c)
 		Oid			index = get_constraint_index(existing);
 		Bitmapset  *cols = OidIsValid(index) ? zdm_index_columns(index) : NULL;
 
+		bool		primary = false;
+
+		if (OidIsValid(index))
+		{
+			HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(index));
+
+			if (HeapTupleIsValid(itup))
+			{
+				primary = ((Form_pg_index) GETSTRUCT(itup))->indisprimary;
+				ReleaseSysCache(itup);
+			}
+		}
 		if (!OidIsValid(index) || !list_member_oid(c->attached.indexes, index) ||
-			bms_membership(cols) != BMS_SINGLETON || get_index_constraint(index) != existing ||
-			((Form_pg_index) GETSTRUCT(SearchSysCache1(INDEXRELID, ObjectIdGetDatum(index))))->indisprimary)
+			bms_membership(cols) != BMS_SINGLETON || get_index_constraint(index) != existing || primary)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("migration \"%s\": constraint \"%s\" of table \"%s\" already exists",
@@ -1279,10 +1313,11 @@ zdm_duplicate_column(ZdmColumnCopy *c)
 		carry_check(c, lfirst_oid(lc));
 	foreach(lc, c->attached.fkeys)
 		carry_fkey(c, lfirst_oid(lc));
-	foreach(lc, c->attached.indexes)
-		carry_index(c, lfirst_oid(lc));
+	/* (the keys' deferred steps go after the indexes': deferred_fkeys) */
 	foreach(lc, c->attached.referencing)
 		carry_referencing(c, lfirst_oid(lc));
+	foreach(lc, c->attached.indexes)
+		carry_index(c, lfirst_oid(lc));
 	c->deferred = list_concat(c->deferred, c->deferred_fkeys);
 	if (c->keep_default)
 		carry_default(c);

@@ -79,6 +79,7 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	DualRule   *r;
 	char	   *visible;
 	bool		in_place;
+	bool		up_volatile;
 	ZdmColumnCopy copy;
 	ListCell   *lc;
 
@@ -135,8 +136,9 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	/* Without up/down, the value is carried over as it is (a rename). */
 	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
 	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(visible));
-	(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", visible),
-								tw->desc, tw->name, uptext, typid, typmod);
+	up_volatile = contain_volatile_functions(zdm_expr_analyze_row(st->migration,
+																  psprintf("up expression of column \"%s\"", visible),
+																  tw->desc, tw->name, uptext, typid, typmod));
 	/* down reads the row as the new version sees it */
 	(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
 								in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
@@ -223,9 +225,14 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	/*
 	 * Consistent when either direction reproduces the stored value.  (In
 	 * place, down names the new column by the old name, which SQL over the
-	 * table cannot say: up alone decides.)
+	 * table cannot say: up alone decides.)  A volatile up (random(),
+	 * clock_timestamp()) gives another value each time: only a row it has
+	 * not converted yet can be told (pgroll's example 15).
 	 */
-	if (in_place)
+	if (up_volatile)
+		tw->verify = lappend(tw->verify,
+							 psprintf("(%s IS NULL AND (%s\n) IS NOT NULL)", qcol(newname), uptext));
+	else if (in_place)
 		tw->verify = lappend(tw->verify,
 							 psprintf("%s IS DISTINCT FROM CAST((%s\n) AS %s)", qcol(newname), uptext, typname));
 	else
