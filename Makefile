@@ -5,7 +5,7 @@ MODULE_big  = zdm
 OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/expand_util.o src/expand_versions.o \
               src/plan_build.o src/op_add_column.o src/op_alter_column.o \
-              src/op_drop_column.o src/op_create_table.o src/trigger.o src/backfill.o \
+              src/op_drop_column.o src/op_create_table.o src/op_create_index.o src/op_drop_index.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
               src/wait.o src/subquery.o src/dependents.o src/duplicate.o \
@@ -17,6 +17,7 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column alter_keep alter_pgroll drop_column create_table \
+              create_index drop_index index_pgroll deferred \
               trigger backfill worker contract rollback versions gate errors corrupt inline \
               schema_only wait replication
 REGRESS_OPTS = --inputdir=. --load-extension=zdm

@@ -102,7 +102,7 @@ contract_ready(const char *name, ZdmMigration *m, bool *upstream)
 		if (owed != NULL && strcmp(m->phase, "failed") == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("migration \"%s\" cannot be contracted: a deferred step failed and %s", name, owed),
+					 errmsg("migration \"%s\" cannot be contracted: %s", name, owed),
 					 errhint("See last_error in zdm.status; fix the cause and run the steps again with "
 							 "zdm.start_backfill('%s'), or roll the migration back with zdm.rollback('%s').",
 							 name, name)));

@@ -260,28 +260,31 @@ zdm_deferred_owed(const char *migration, const char *section)
 	Jsonb	   *plan;
 	List	   *steps;
 	ZdmPlanStep *step;
+	bool		failed;
 
 	if (!deferred_state_exists())
 		return NULL;
-	zdm_state_exec("SELECT deferred_done, deferred_step, plan FROM zdm.migrations"
-				   " WHERE name = $1 AND deferred_section = $2",
+	zdm_state_exec("SELECT deferred_done, deferred_step, plan, phase = 'failed' OR last_error IS NOT NULL"
+				   "  FROM zdm.migrations WHERE name = $1 AND deferred_section = $2",
 				   2, types, values, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	running = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	plan = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	failed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	steps = zdm_worker_steps(migration, plan, section);
 	if (done >= list_length(steps))
 		return psprintf("its background steps are finishing");
 	step = list_nth(steps, done);
 	if (step->index != NULL)
-		return psprintf(running != NULL && strcmp(running, step->sql) == 0 ?
+		return psprintf(failed ? "index \"%s\" could not be built" :
+						running != NULL && strcmp(running, step->sql) == 0 ?
 						"index \"%s\" is still being built" : "index \"%s\" is not built yet",
 						index_short_name(step->index));
-	return psprintf("its background step %d of %d (%s) has %s", done + 1, list_length(steps),
-					step->sql,
-					running != NULL && strcmp(running, step->sql) == 0 ? "not finished" : "not run yet");
+	return psprintf("its background step %d of %d (%s) %s", done + 1, list_length(steps),
+					step->sql, failed ? "failed" :
+					running != NULL && strcmp(running, step->sql) == 0 ? "has not finished" : "has not run yet");
 }
 
 /* ---------- transactions of the worker ---------- */
@@ -856,8 +859,8 @@ run_section(Owed *o, Jsonb *plan)
 			zdm_migration_set_phase(o->name, "backfilled", NULL);
 		else if (SPI_processed > 0)
 			zdm_log_event(o->name, "steps_done", section_phase(o->section), NULL, NULL, -1,
-						  psprintf("the %s's %d background step%s are done", o->section, n,
-								   n == 1 ? "" : "s"));
+						  psprintf(n == 1 ? "the %s's %d background step is done" :
+								   "the %s's %d background steps are done", o->section, n));
 	}
 	xact_end();
 }

@@ -68,6 +68,8 @@ static const ZdmOpKind *const op_kinds[] = {
 	&zdm_op_alter_column,
 	&zdm_op_drop_column,
 	&zdm_op_create_table,
+	&zdm_op_create_index,
+	&zdm_op_drop_index,
 	NULL
 };
 
@@ -82,7 +84,7 @@ op_kind(const char *name)
 
 /* pgroll's other operations: known, not implemented yet. */
 static const char *const op_unsupported[] = {
-	"drop_table", "rename_table", "rename_column", "create_index", "drop_index",
+	"drop_table", "rename_table", "rename_column",
 	"create_constraint", "drop_constraint", "drop_multicolumn_constraint",
 	"rename_constraint", "sql", "set_replica_identity", NULL
 };

@@ -104,6 +104,8 @@ typedef struct ExpandState
 	List	   *schemas;		/* version schemas to create */
 	ZdmLockStats claim;			/* waits for the tables' claims */
 	ZdmSpecCtx	ctx;
+	List	   *relnames;		/* "schema.name" of the relations (indexes)
+								 * the operations create */
 } ExpandState;
 
 /* An operation kind. */
@@ -121,6 +123,8 @@ extern const ZdmOpKind zdm_op_add_column;
 extern const ZdmOpKind zdm_op_alter_column;
 extern const ZdmOpKind zdm_op_drop_column;
 extern const ZdmOpKind zdm_op_create_table;
+extern const ZdmOpKind zdm_op_create_index;
+extern const ZdmOpKind zdm_op_drop_index;
 
 static inline char *
 qcol(const char *col)
@@ -135,6 +139,8 @@ extern TupleDesc expand_desc_add_column(TupleDesc desc, const char *col, Oid typ
 extern void expand_resolve_type(ExpandState *st, const char *typname, const char *colname,
 								Oid *typid, int32 *typmod, char **typname_out);
 extern TableWork *expand_table_work(ExpandState *st, const char *table, bool must_exist);
+extern TableWork *expand_table_work_relid(ExpandState *st, Oid relid, const char *table, bool must_exist);
+extern void expand_claim_relname(ExpandState *st, const char *schema, const char *name, const char *what);
 extern Form_pg_attribute expand_existing_column(ExpandState *st, TableWork *tw, const char *col);
 extern void expand_claim_column(ExpandState *st, TableWork *tw, const char *col);
 extern void expand_find_backfill_key(ExpandState *st, TableWork *tw);
