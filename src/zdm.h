@@ -257,6 +257,14 @@ typedef struct ZdmColumnCopy
 } ZdmColumnCopy;
 
 extern void zdm_duplicate_column(ZdmColumnCopy *copy);
+extern Node *zdm_dup_analyse(ZdmColumnCopy *c, TupleDesc desc, const char *what,
+							 const char *text, Oid typid, const char *hint);
+extern void zdm_dup_constraint_comment(ZdmColumnCopy *c, List **into, Oid conoid,
+									   const char *qualname, const char *name);
+
+/* ---- duplicate_index.c: the new column's indexes, built by the worker ---- */
+extern void zdm_dup_index(ZdmColumnCopy *c, Oid indexoid);
+extern void zdm_dup_unique(ZdmColumnCopy *c);
 extern char *zdm_made_name(const char *prefix, const char *a, const char *b);	/* expand.c */
 
 /* ---- ddl.c: running and journaling DDL ---- */
