@@ -196,11 +196,14 @@ CREATE TABLE alk_refuse (
     lo int, hi int, CONSTRAINT alk_lo_hi CHECK (lo <= hi),
     serial_no int GENERATED ALWAYS AS IDENTITY,
     total numeric GENERATED ALWAYS AS (price * 2) STORED,
-    state text, phase text, a1 text, a2 text);
-CREATE INDEX alk_tag_idx ON alk_refuse (tag);
+    state text, phase text, a1 text, a2 text,
+    during int4range, CONSTRAINT alk_no_overlap EXCLUDE USING gist (during WITH &&),
+    dcode text CONSTRAINT alk_dcode_unique UNIQUE DEFERRABLE);
+CREATE INDEX alk_tag_idx ON alk_refuse (tag text_pattern_ops);
 CREATE INDEX alk_email_lower_idx ON alk_refuse (lower(email));
 CREATE INDEX alk_flagged_idx ON alk_refuse (id) WHERE flag;
 CREATE TABLE alk_refs (id int PRIMARY KEY, code text REFERENCES alk_refuse (code));
+CREATE TABLE alk_refs_others (id int PRIMARY KEY, code text REFERENCES alk_refuse (code));
 CREATE VIEW alk_nicks AS SELECT id, nick FROM alk_refuse;
 CREATE STATISTICS alk_score_stats ON score, id FROM alk_refuse;
 CREATE POLICY alk_state_policy ON alk_refuse USING (state <> 'hidden');
@@ -214,10 +217,14 @@ SELECT zt.describe('alk_refuse') AS refuse_before \gset
 
 CREATE TEMP TABLE alk_attempts (label text, stmt text);
 INSERT INTO alk_attempts VALUES
- ('unique constraint',  $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "code", "name": "code2"}}]}')$$),
- ('index',              $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "tag", "name": "tag2"}}]}')$$),
- ('expression index',   $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "email", "name": "email2"}}]}')$$),
- ('partial index',      $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "flag", "name": "flag2"}}]}')$$),
+ ('referenced by a table not its', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "code", "name": "code2"}}]}')$$),
+ ('opclass, new type',  $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "tag", "name": "tag2", "type": "integer", "up": "NULL", "down": "NULL"}}]}')$$),
+ ('index expr, new type', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "email", "name": "email2", "type": "integer", "up": "NULL", "down": "NULL"}}]}')$$),
+ ('exclusion constraint', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "during", "name": "during2"}}]}')$$),
+ ('deferrable unique',  $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "dcode", "name": "dcode2"}}]}')$$),
+ ('unique, name taken', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "a1", "name": "b1", "unique": {"name": "alk_lo_hi"}}}]}')$$),
+ ('unique, relation taken', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "a1", "name": "b1", "unique": {"name": "alk_tag_idx"}}}]}')$$),
+ ('unique, bad key',    $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "a1", "name": "b1", "unique": {"name": "u", "deferrable": true}}}]}')$$),
  ('generated column',   $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "price", "name": "price2"}}]}')$$),
  ('view',               $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "nick", "name": "nick2"}}]}')$$),
  ('statistics, trigger', $$SELECT zdm.expand('alk_x', '{"operations": [{"alter_column": {"table": "alk_refuse", "column": "score", "name": "score2"}}]}')$$),
@@ -239,6 +246,145 @@ SELECT label, zt.try(stmt) AS result FROM alk_attempts;
 RESET ROLE;
 SELECT zt.describe('alk_refuse') = :'refuse_before' AS unchanged;
 SELECT count(*) AS migrations FROM zdm.migrations WHERE name = 'alk_x';
+
+--
+-- 4b. Indexes: every index naming the column (several columns, INCLUDE,
+--     an expression, a predicate, an operator class, a collation, another
+--     access method, storage parameters) and its UNIQUE constraint are
+--     built again on the new column by the background worker, CONCURRENTLY,
+--     once the backfill is done; other tables' foreign keys that rely on
+--     the constraint (and the table's own, from another column) follow,
+--     NOT VALID and validated by the worker.  Contract gives each its old
+--     name, comment, CLUSTER and REPLICA IDENTITY.
+--
+CREATE TABLE alk_ix (
+    id int PRIMARY KEY,
+    code text NOT NULL CONSTRAINT alk_ix_code_key UNIQUE,
+    tag text,
+    parent_code text CONSTRAINT alk_ix_parent_fkey REFERENCES alk_ix (code),
+    flag boolean);
+CREATE INDEX alk_ix_tag_code ON alk_ix (tag, code DESC NULLS FIRST) INCLUDE (id);
+CREATE INDEX alk_ix_lower_code ON alk_ix (lower(code)) WHERE flag AND code <> '';
+CREATE INDEX alk_ix_code_pattern ON alk_ix (code text_pattern_ops) WITH (fillfactor = 70);
+CREATE INDEX alk_ix_code_c ON alk_ix (code COLLATE "C");
+CREATE INDEX alk_ix_code_hash ON alk_ix USING hash (code);
+COMMENT ON INDEX alk_ix_tag_code IS 'tag lookups';
+COMMENT ON CONSTRAINT alk_ix_code_key ON alk_ix IS 'one code each';
+ALTER TABLE alk_ix CLUSTER ON alk_ix_code_key;
+ALTER TABLE alk_ix REPLICA IDENTITY USING INDEX alk_ix_code_key;
+CREATE TABLE alk_ix_refs (id int PRIMARY KEY, code text CONSTRAINT alk_ix_refs_code_fkey REFERENCES alk_ix (code) ON UPDATE CASCADE);
+INSERT INTO alk_ix SELECT g, 'c' || g, 't' || g % 3, CASE WHEN g > 1 THEN 'c1' END, g % 2 = 0 FROM generate_series(1, 20) g;
+INSERT INTO alk_ix_refs SELECT g, 'c' || g FROM generate_series(1, 5) g;
+ALTER TABLE alk_ix OWNER TO regress_alk_migrator;
+ALTER TABLE alk_ix_refs OWNER TO regress_alk_migrator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alk_ix, alk_ix_refs TO regress_alk_app;
+SELECT zt.describe('alk_ix') AS ix_before \gset
+SELECT zt.describe('alk_ix_refs') AS ix_refs_before \gset
+SELECT string_agg(relname, ', ' ORDER BY relname) AS ix_indexes FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+ WHERE i.indrelid = 'alk_ix'::regclass \gset
+SELECT string_agg(conname || ' ' || contype::text, ', ' ORDER BY conname) AS ix_constraints FROM pg_constraint
+ WHERE conrelid IN ('alk_ix'::regclass, 'alk_ix_refs'::regclass) \gset
+-- CREATE INDEX takes CREATE on the schema, which the worker's builds need: said at expand
+SET ROLE regress_alk_migrator;
+SELECT zt.try($$SELECT zdm.expand('alk_i1', '{"versions": {"new": "alk_i1"}, "operations": [{"alter_column": {"table": "alk_ix", "column": "code", "type": "varchar(40)", "up": "code", "down": "code"}}]}')$$);
+RESET ROLE;
+GRANT CREATE ON SCHEMA public TO regress_alk_migrator;
+SET ROLE regress_alk_migrator;
+SELECT zdm.expand('alk_i1', '{"versions": {"new": "alk_i1"}, "operations": [{"alter_column": {"table": "alk_ix", "column": "code", "type": "varchar(40)", "up": "code", "down": "code"}}]}');
+-- the deferred steps: each index, then the foreign keys relying on the new unique one
+SELECT s->>'runs' AS runs, s->>'sql' AS deferred FROM zdm.migrations, jsonb_array_elements(plan->'deferred') s
+ WHERE name = 'alk_i1';
+-- nothing is built in the expand's transaction
+SELECT count(*) AS built FROM pg_class WHERE relname LIKE 'zdm_dup_%';
+RESET ROLE;
+SET ROLE regress_alk_app;
+INSERT INTO alk_ix VALUES (21, 'c21', 't0', 'c2', true);
+SELECT zdm.use_version('alk_i1');
+INSERT INTO alk_ix VALUES (22, 'c22', 't1', 'c21', false);
+SELECT zt.try($$INSERT INTO alk_ix VALUES (23, 'c22', 't1', NULL, false)$$);
+RESET zdm.api_version;
+RESET search_path;
+RESET ROLE;
+SET ROLE regress_alk_migrator;
+SELECT zdm.backfill('alk_i1', 100);
+SELECT zdm.backfill('alk_i1', 100);
+CALL zt.settle('alk_i1');
+SELECT zt.describe('alk_ix');
+SELECT zt.describe('alk_ix_refs');
+SELECT zdm.verify('alk_i1');
+SELECT zdm.contract('alk_i1', force => true);
+CALL zt.settle('alk_i1');
+SELECT zt.describe('alk_ix');
+SELECT zt.describe('alk_ix_refs');
+-- the same indexes and constraints, under the same names
+SELECT (SELECT string_agg(relname, ', ' ORDER BY relname) FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+         WHERE i.indrelid = 'alk_ix'::regclass) = :'ix_indexes' AS indexes_kept,
+       (SELECT string_agg(conname || ' ' || contype::text, ', ' ORDER BY conname) FROM pg_constraint
+         WHERE conrelid IN ('alk_ix'::regclass, 'alk_ix_refs'::regclass)) = :'ix_constraints' AS constraints_kept,
+       zt.describe('alk_ix_refs') = :'ix_refs_before' AS refs_kept;
+SELECT conname, obj_description(oid, 'pg_constraint') AS comment, convalidated FROM pg_constraint
+ WHERE conrelid IN ('alk_ix'::regclass, 'alk_ix_refs'::regclass) ORDER BY conname;
+SELECT relname, obj_description(c.oid, 'pg_class') AS comment, i.indisclustered, i.indisreplident, c.reloptions
+  FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid WHERE i.indrelid = 'alk_ix'::regclass ORDER BY relname;
+RESET ROLE;
+SET ROLE regress_alk_app;
+SELECT zt.try($$INSERT INTO alk_ix VALUES (30, 'c1', 't1', NULL, false)$$);
+SELECT zt.try($$INSERT INTO alk_ix_refs VALUES (30, 'nope')$$);
+UPDATE alk_ix SET code = 'c5b' WHERE id = 5;
+SELECT code FROM alk_ix_refs WHERE id = 5;
+RESET ROLE;
+
+-- Rolled back after the worker built everything: the tables are as they were.
+SELECT zt.describe('alk_ix') AS ix_before \gset
+SELECT zt.describe('alk_ix_refs') AS ix_refs_before \gset
+SET ROLE regress_alk_migrator;
+SELECT zdm.expand('alk_i2', '{"versions": {"new": "alk_i2"}, "operations": [{"alter_column": {"table": "alk_ix", "column": "code", "type": "text", "up": "code", "down": "code"}}]}');
+SELECT zdm.backfill('alk_i2', 100);
+SELECT zdm.backfill('alk_i2', 100);
+CALL zt.settle('alk_i2');
+SELECT count(*) AS built FROM pg_class WHERE relname LIKE 'zdm_dup_%';
+SELECT zdm.rollback('alk_i2');
+CALL zt.settle('alk_i2');
+SELECT zt.describe('alk_ix') = :'ix_before' AS ix_restored, zt.describe('alk_ix_refs') = :'ix_refs_before' AS refs_restored;
+
+-- An up that changes the values other tables reference: the new foreign
+-- key cannot be validated, and the migration fails with the reason; it
+-- rolls back cleanly.
+SELECT zdm.expand('alk_i3', '{"versions": {"new": "alk_i3"}, "operations": [{"alter_column": {"table": "alk_ix", "column": "code", "up": "upper(code)", "down": "lower(code)"}}]}');
+SELECT zdm.backfill('alk_i3', 100);
+SELECT zdm.backfill('alk_i3', 100);
+CALL zt.settle('alk_i3');
+SELECT zdm.rollback('alk_i3');
+CALL zt.settle('alk_i3');
+SELECT zt.describe('alk_ix') = :'ix_before' AS ix_restored, zt.describe('alk_ix_refs') = :'ix_refs_before' AS refs_restored;
+RESET ROLE;
+
+-- A primary key column, integer to bigint, with another table's foreign
+-- key: the backfill walks the old key, which stays until contract; the
+-- new column is NOT NULL before ADD PRIMARY KEY USING INDEX (no scan).
+CREATE TABLE alk_pk (id int PRIMARY KEY, note text);
+CREATE TABLE alk_pk_refs (id int PRIMARY KEY, pk_id int CONSTRAINT alk_pk_refs_fk REFERENCES alk_pk (id) ON DELETE CASCADE);
+INSERT INTO alk_pk SELECT g, 'n' || g FROM generate_series(1, 10) g;
+INSERT INTO alk_pk_refs SELECT g, g FROM generate_series(1, 10) g;
+ALTER TABLE alk_pk OWNER TO regress_alk_migrator;
+ALTER TABLE alk_pk_refs OWNER TO regress_alk_migrator;
+SET ROLE regress_alk_migrator;
+SELECT zdm.expand('alk_i4', '{"versions": {"new": "alk_i4"}, "operations": [{"alter_column": {"table": "alk_pk", "column": "id", "type": "bigint", "up": "id", "down": "CAST(id AS integer)"}}]}');
+INSERT INTO alk_pk VALUES (11, 'n11');
+SELECT zdm.backfill('alk_i4', 100);
+SELECT zdm.backfill('alk_i4', 100);
+CALL zt.settle('alk_i4');
+SELECT zdm.verify('alk_i4');
+SELECT zdm.contract('alk_i4', force => true);
+CALL zt.settle('alk_i4');
+SELECT zt.describe('alk_pk');
+SELECT zt.describe('alk_pk_refs');
+SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'alk_pk_refs'::regclass ORDER BY conname;
+DELETE FROM alk_pk WHERE id = 1;
+SELECT count(*) AS refs_left FROM alk_pk_refs;
+-- a primary key's column cannot become nullable
+SELECT zt.try($$SELECT zdm.expand('alk_i5', '{"versions": {"new": "alk_i5"}, "operations": [{"alter_column": {"table": "alk_pk", "column": "id", "name": "id2", "nullable": true}}]}')$$);
+RESET ROLE;
 
 --
 -- 5. An in-place "check" (pgroll's example 22): on the new column only,
@@ -341,13 +487,14 @@ SELECT zdm.rollback('alk_21b');
 RESET ROLE;
 
 DROP VIEW alk_nicks;
-DROP TABLE alk_accounts, alk_tickets, alk_events, alk_items, alk_refs, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
+DROP TABLE alk_accounts, alk_tickets, alk_events, alk_items, alk_refs, alk_refs_others, alk_ix_refs, alk_ix, alk_pk_refs, alk_pk, alk_refuse, alk_posts, alk_books, alk_loans, alk_authors, alk_users CASCADE;
 DROP FUNCTION alk_noop();
 -- The versions of this suite are not the later suites' business.
-DROP SCHEMA alk_v1, alk_v2, alk_v3, alk_p2, alk_b2 CASCADE;
+DROP SCHEMA alk_v1, alk_v2, alk_v3, alk_p2, alk_b2, alk_i1, alk_i2, alk_i3, alk_i4 CASCADE;
 DELETE FROM zdm.api_versions WHERE version LIKE 'alk\_%';
 DELETE FROM zdm.migrations WHERE name LIKE 'alk\_%';
 REVOKE USAGE ON SCHEMA zt FROM regress_alk_migrator, regress_alk_app;
+REVOKE CREATE ON SCHEMA public FROM regress_alk_migrator;
 SELECT format('REVOKE CREATE ON DATABASE %I FROM regress_alk_migrator', current_database()) \gexec
 DROP ROLE regress_alk_app;
 DROP ROLE regress_alk_migrator;

@@ -32,23 +32,23 @@ SELECT zt.describe('dc_posts') AS posts_before \gset
 -- 1. A check (pgroll's example 23, its "down" pads short titles): nothing at
 --    expand; the check holds for every client until contract drops it.
 --
-SELECT zdm.expand('dc_1', $json${"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_title_length", "up": "title", "down": "SELECT CASE WHEN length(title) <= 3 THEN LPAD(title, 4, '-') ELSE title END"}}]}$json$);
+SELECT zdm.expand('dcn_1', $json${"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_title_length", "up": "title", "down": "SELECT CASE WHEN length(title) <= 3 THEN LPAD(title, 4, '-') ELSE title END"}}]}$json$);
 SELECT zt.describe('dc_posts') = :'posts_before' AS unchanged_at_expand;
 SELECT jsonb_pretty(plan->'deferred') AS deferred, jsonb_pretty(plan->'contract') AS contract,
        jsonb_pretty(plan->'rollback') AS rollback
-  FROM zdm.migrations WHERE name = 'dc_1';
+  FROM zdm.migrations WHERE name = 'dcn_1';
 SET ROLE regress_dc_app;
 SELECT zt.try($$INSERT INTO dc_posts (title) VALUES ('hi')$$);
 SET ROLE regress_dc_migrator;
 -- rollback leaves it as it was
-SELECT zdm.rollback('dc_1');
+SELECT zdm.rollback('dcn_1');
 SELECT zt.describe('dc_posts') = :'posts_before' AS posts_restored;
 -- the whole lifecycle
-SELECT zdm.expand('dc_1b', '{"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_title_length", "up": "title", "down": "title"}}]}');
-SELECT zdm.backfill('dc_1b');
-SELECT zdm.verify('dc_1b');
-SELECT zdm.contract('dc_1b');
-SELECT phase, statement, attempts FROM zdm.migration_log WHERE migration = 'dc_1b' AND event = 'ddl' ORDER BY id;
+SELECT zdm.expand('dcn_1b', '{"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_title_length", "up": "title", "down": "title"}}]}');
+SELECT zdm.backfill('dcn_1b');
+SELECT zdm.verify('dcn_1b');
+SELECT zdm.contract('dcn_1b');
+SELECT phase, statement, attempts FROM zdm.migration_log WHERE migration = 'dcn_1b' AND event = 'ddl' ORDER BY id;
 SELECT zt.shape('dc_posts');
 SET ROLE regress_dc_app;
 INSERT INTO dc_posts (title) VALUES ('hi');
@@ -59,30 +59,30 @@ SET ROLE regress_dc_migrator;
 --    sub-select): the drop step names the referenced table, and both are
 --    locked with the retrying lock, together.
 --
-SELECT zdm.expand('dc_2', $json${"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_fk_users_id", "up": "user_id", "down": "SELECT CASE WHEN EXISTS (SELECT 1 FROM dc_users WHERE dc_users.id = user_id) THEN user_id ELSE NULL END"}}]}$json$);
-SELECT jsonb_pretty(plan->'contract') AS contract FROM zdm.migrations WHERE name = 'dc_2';
+SELECT zdm.expand('dcn_2', $json${"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_fk_users_id", "up": "user_id", "down": "SELECT CASE WHEN EXISTS (SELECT 1 FROM dc_users WHERE dc_users.id = user_id) THEN user_id ELSE NULL END"}}]}$json$);
+SELECT jsonb_pretty(plan->'contract') AS contract FROM zdm.migrations WHERE name = 'dcn_2';
 SELECT zt.try($$INSERT INTO dc_posts (title, user_id) VALUES ('orphan', 7)$$);
-SELECT zdm.backfill('dc_2');
-SELECT zdm.contract('dc_2');
-SELECT statement, attempts FROM zdm.migration_log WHERE migration = 'dc_2' AND event = 'ddl' ORDER BY id;
+SELECT zdm.backfill('dcn_2');
+SELECT zdm.contract('dcn_2');
+SELECT statement, attempts FROM zdm.migration_log WHERE migration = 'dcn_2' AND event = 'ddl' ORDER BY id;
 SELECT zt.describe('dc_users'), zt.shape('dc_posts');
 INSERT INTO dc_posts (title, user_id) VALUES ('orphan', 7);
 
 -- A self-referencing foreign key: one table to lock.
-SELECT zdm.expand('dc_2b', '{"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_fk_parent"}}]}');
-SELECT plan->'contract' AS contract FROM zdm.migrations WHERE name = 'dc_2b';
-SELECT zdm.backfill('dc_2b');
-SELECT zdm.contract('dc_2b');
+SELECT zdm.expand('dcn_2b', '{"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_fk_parent"}}]}');
+SELECT plan->'contract' AS contract FROM zdm.migrations WHERE name = 'dcn_2b';
+SELECT zdm.backfill('dcn_2b');
+SELECT zdm.contract('dcn_2b');
 
 --
 -- 3. A unique constraint (pgroll's example 27, its "down" makes reviews
 --    unique with a random suffix: not applied, a NOTICE says so): its index
 --    goes with it at contract.  A NOT VALID check is dropped the same way.
 --
-SELECT zdm.expand('dc_3', $json${"operations": [{"drop_constraint": {"table": "dc_users", "name": "dc_email_unique", "up": "email", "down": "email || '-' || (random()*1000000)::integer"}}, {"drop_constraint": {"table": "dc_posts", "name": "dc_rating_range", "up": "rating", "down": "rating"}}]}$json$);
+SELECT zdm.expand('dcn_3', $json${"operations": [{"drop_constraint": {"table": "dc_users", "name": "dc_email_unique", "up": "email", "down": "email || '-' || (random()*1000000)::integer"}}, {"drop_constraint": {"table": "dc_posts", "name": "dc_rating_range", "up": "rating", "down": "rating"}}]}$json$);
 SELECT zt.try($$INSERT INTO dc_users VALUES (3, 'ann@x')$$);
-SELECT zdm.backfill('dc_3');
-SELECT zdm.contract('dc_3');
+SELECT zdm.backfill('dcn_3');
+SELECT zdm.contract('dcn_3');
 SELECT zt.describe('dc_users');
 INSERT INTO dc_users VALUES (3, 'ann@x');
 SELECT zt.shape('dc_posts');
@@ -124,7 +124,7 @@ INSERT INTO dc_attempts VALUES
  ('down two statements', '{"operations": [{"drop_constraint": {"table": "dc_posts", "name": "dc_posts_pkey", "down": "id; DROP TABLE dc_users"}}]}'),
  ('column replaced before', '{"operations": [{"alter_column": {"table": "dc_posts", "column": "rating", "name": "stars"}}, {"drop_constraint": {"table": "dc_posts", "name": "dc_rating_known"}}]}'),
  ('column dropped after', '{"operations": [{"drop_constraint": {"table": "dc_codes", "name": "dc_code_set"}}, {"drop_column": {"table": "dc_codes", "column": "code"}}]}');
-SELECT label, zt.try(format('SELECT zdm.expand(%L, %L)', 'dc_bad_' || row_number() OVER (), migration)) AS result
+SELECT label, zt.try(format('SELECT zdm.expand(%L, %L)', 'dcn_bad_' || row_number() OVER (), migration)) AS result
   FROM dc_attempts;
 SELECT zt.describe('dc_codes') = :'codes_before' AS codes_unchanged,
        zt.describe('dc_posts') = :'posts_before' AS posts_unchanged;

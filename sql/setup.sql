@@ -56,6 +56,37 @@ SELECT concat_ws(E'\n', zt.shape(rel),
         AND d.deptype = 'a' AND d.refobjsubid > 0))
 $$;
 
+-- CALL zt.settle(m): wait until the background worker owes migration m no
+-- step (its deferred, contract or rollback steps: CREATE INDEX
+-- CONCURRENTLY, ...) and its backfill's rows are done; its phase then, or
+-- 'failed: <error>'.  A procedure that commits between looks: a
+-- transaction that stayed open would hold up CREATE INDEX CONCURRENTLY,
+-- which waits for every older snapshot.  Gives up after two minutes
+-- ('still waiting: ...'), which only a broken worker takes.
+CREATE PROCEDURE zt.settle(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR i IN 1 .. 1200 LOOP
+        SELECT z.phase, z.deferred, z.deferred_step, z.last_error INTO s FROM zdm.status z WHERE z.name = m;
+        IF NOT FOUND THEN
+            phase := 'unknown';
+            RETURN;
+        ELSIF s.phase = 'failed' THEN
+            phase := 'failed: ' || coalesce(s.last_error, '?');
+            RETURN;
+        ELSIF s.deferred IS NULL AND s.phase <> 'backfilling' THEN
+            phase := s.phase;
+            RETURN;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+        COMMIT;
+    END LOOP;
+    phase := format('still waiting: phase %s, %s steps, at %s (%s)', s.phase, s.deferred, s.deferred_step, s.last_error);
+END
+$$;
+
 -- What CREATE EXTENSION made.
 SELECT pg_describe_object(classid, objid, objsubid) AS object
   FROM pg_depend

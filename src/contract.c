@@ -181,7 +181,7 @@ contract_one(const char *name, bool force)
 						 "or roll it back with zdm.rollback('%s').", name, name)));
 
 	/* The gate: the version it retires must have (almost) no traffic left. */
-	zdm_gate_check(name, m.version_old, force);
+	zdm_gate_check(name, m.version_old, m.version_new, force);
 
 	if (upstream)
 	{

@@ -6,18 +6,20 @@
  * An alter_column that creates a new column drops the old one at contract,
  * and with it everything PostgreSQL records as depending on it.  Some of
  * that the new column must keep, and duplicate.c carries it over: CHECK
- * constraints, the column's foreign keys, the sequence it owns, and the
+ * constraints, the column's foreign keys, its indexes (UNIQUE and PRIMARY
+ * KEY constraints too), other foreign keys that reference it, the
+ * sequence it owns, and the
  * guard views zdm left for retired API versions (SELECT * of the table,
  * so they name every column; they are dropped and created again around
  * the swap).  The rest zdm cannot carry yet, and expand refuses it here,
  * naming it, so that contract never finds it in the way of its DROP
  * COLUMN or, worse, drops it without a word:
  *
- *	- indexes, and so UNIQUE, PRIMARY KEY and EXCLUDE constraints and the
- *	  foreign keys of other tables that rely on them: an index on the new
- *	  column would be built by CREATE INDEX CONCURRENTLY, which cannot run
- *	  in the caller's transaction (a plain CREATE INDEX there would scan
- *	  the table under ACCESS EXCLUSIVE);
+ *	- indexes zdm cannot build again CONCURRENTLY on the new column (the
+ *	  others, UNIQUE and PRIMARY KEY constraints' included, are carried
+ *	  by duplicate.c, with the foreign keys of other tables that rely on
+ *	  them): a partitioned table's, an INVALID one, an exclusion or a
+ *	  DEFERRABLE constraint's;
  *	- generated columns computed from it, views and materialized views
  *	  over it (but the version views that expand itself replaces), rules,
  *	  policies, statistics objects, triggers whose WHEN or column list
@@ -28,6 +30,17 @@
  * partition or inheritance child: what one has of its own, not inherited
  * from the table, would be lost as well).  The column itself must be a
  * plain one: an identity or generated column cannot be carried either.
+ *
+ * A drop_column is asked to drop the column, and with it what exists for
+ * that column alone: an index or a constraint that names no other column,
+ * the sequence it owns (zdm_column_dropped lists them, and expand says so
+ * in a NOTICE).  What also serves other columns (an index or constraint
+ * naming another column too, in its key, expression or predicate), and
+ * what would make contract's DROP COLUMN fail (another table's foreign
+ * key, views, rules, policies, statistics objects, triggers, publication
+ * column lists, generated columns, SQL-body functions) is refused at
+ * expand, naming it: zdm never drops an index or constraint it was not
+ * asked to drop, and contract never discovers a dependent.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +55,7 @@
 #include "catalog/pg_attrdef.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_depend.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_rewrite.h"
 #include "catalog/pg_trigger.h"
@@ -49,6 +63,9 @@
 #include "rewrite/rewriteSupport.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "optimizer/optimizer.h"
+#include "access/sysattr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -69,10 +86,12 @@ typedef struct DepScan
 	const char *migration;
 	Oid			relid;			/* the table migrated */
 	const char *col;
+	bool		dropping;		/* drop_column: what goes with it, or refused */
 	List	   *replaced_views; /* OIDs of views expand re-creates */
 	ZdmColumnAttached *attached;
 	List	   *refused;		/* descriptions, in the order found */
 	List	   *kinds;			/* the RefusedKind of each */
+	List	   *goes;			/* dropping: what goes with the column */
 	char	   *default_text;	/* the table's default of the column, or NULL */
 } DepScan;
 
@@ -86,6 +105,18 @@ refuse(DepScan *sc, RefusedKind kind, char *what)
 			return;				/* a constraint and its index, say */
 	sc->refused = lappend(sc->refused, what);
 	sc->kinds = lappend_int(sc->kinds, kind);
+}
+
+/* What goes with a dropped column, once in the list. */
+static void
+goes(DepScan *sc, char *what)
+{
+	ListCell   *lc;
+
+	foreach(lc, sc->goes)
+		if (strcmp(lfirst(lc), what) == 0)
+			return;
+	sc->goes = lappend(sc->goes, what);
 }
 
 static char *
@@ -156,6 +187,77 @@ rel_owner(Oid relid)
 }
 
 /*
+ * The columns of its table an index names: its key and INCLUDE columns and
+ * the columns of its expressions and predicate (attribute numbers).
+ */
+Bitmapset *
+zdm_index_columns(Oid indexoid)
+{
+	HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	Form_pg_index index;
+	Bitmapset  *cols = NULL;
+	Bitmapset  *vars = NULL;
+	Datum		d;
+	bool		isnull;
+	int			x = -1;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "zdm: cache lookup failed for index %u", indexoid);
+	index = (Form_pg_index) GETSTRUCT(tup);
+	for (int i = 0; i < index->indnatts; i++)
+		if (index->indkey.values[i] != 0)
+			cols = bms_add_member(cols, index->indkey.values[i]);
+	d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indexprs, &isnull);
+	if (!isnull)
+		pull_varattnos(stringToNode(TextDatumGetCString(d)), 1, &vars);
+	d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indpred, &isnull);
+	if (!isnull)
+		pull_varattnos(stringToNode(TextDatumGetCString(d)), 1, &vars);
+	ReleaseSysCache(tup);
+	while ((x = bms_next_member(vars, x)) >= 0)
+		if (x + FirstLowInvalidHeapAttributeNumber > 0)
+			cols = bms_add_member(cols, x + FirstLowInvalidHeapAttributeNumber);
+	return cols;
+}
+
+/* The attribute numbers of a constraint's conkey (or confkey). */
+static Bitmapset *
+constraint_columns(HeapTuple tup, AttrNumber which)
+{
+	bool		isnull;
+	Datum		keys = SysCacheGetAttr(CONSTROID, tup, which, &isnull);
+	Bitmapset  *cols = NULL;
+
+	if (!isnull)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(keys);
+		int16	   *k = (int16 *) ARR_DATA_PTR(arr);
+
+		for (int i = 0; i < (ARR_NDIM(arr) > 0 ? ARR_DIMS(arr)[0] : 0); i++)
+			cols = bms_add_member(cols, k[i]);
+	}
+	return cols;
+}
+
+/* " (also covering column \"a\")" for an index or constraint of relid. */
+static char *
+also_covers(Oid relid, Bitmapset *cols, AttrNumber attnum)
+{
+	StringInfoData buf;
+	int			x = -1;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	while ((x = bms_next_member(cols, x)) >= 0)
+		if (x != attnum)
+		{
+			appendStringInfo(&buf, "%s\"%s\"", n > 0 ? ", " : "", get_attname(relid, x, false));
+			n++;
+		}
+	return psprintf(" (also covering column%s %s)", n > 1 ? "s" : "", buf.data);
+}
+
+/*
  * A view on the column: one expand re-creates (a version view of this
  * migration), a guard of a retired API version (kept: duplicate.c), or
  * refused.
@@ -176,8 +278,16 @@ classify_view(DepScan *sc, Oid view)
 		/* zdm names a version's schema after the version */
 		values[0] = CStringGetTextDatum(schema);
 		zdm_state_exec("SELECT version, retired_by FROM zdm.api_versions"
-					   " WHERE schema_name = $1 AND retired_by IS NOT NULL",
+					   " WHERE schema_name = $1",
 					   1, types, values, NULL, true, 1);
+		if (SPI_processed == 1 && SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2) == NULL)
+		{
+			/* a live version's view, which this migration does not replace */
+			refuse(sc, REFUSED_VIEW,
+				   psprintf("view %s (of live API version \"%s\")", quote_qualified_identifier(schema, name),
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)));
+			return;
+		}
 		if (SPI_processed == 1)
 		{
 			ZdmGuardView *g = palloc0(sizeof(ZdmGuardView));
@@ -200,6 +310,61 @@ classify_view(DepScan *sc, Oid view)
 	refuse(sc, REFUSED_VIEW,
 		   psprintf("%s %s", get_rel_relkind(view) == RELKIND_MATVIEW ? "materialized view" : "view",
 					quote_qualified_identifier(schema, name)));
+}
+
+/*
+ * Why an index on a column an alter_column replaces cannot be built again
+ * on the new column (duplicate.c builds it CONCURRENTLY in a deferred
+ * step), or NULL.  con is the constraint it backs, if any.
+ */
+static char *
+index_not_carried(Oid indexoid, Oid con)
+{
+	HeapTuple	tup;
+	bool		valid;
+	char		contype = 0;
+	bool		deferrable = false;
+
+	if (get_rel_relkind(indexoid) == RELKIND_PARTITIONED_INDEX)
+		return "on a partitioned table, where PostgreSQL 15 builds no index CONCURRENTLY";
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "zdm: cache lookup failed for index %u", indexoid);
+	valid = ((Form_pg_index) GETSTRUCT(tup))->indisvalid;
+	ReleaseSysCache(tup);
+	if (!valid)
+		return "INVALID: drop it, or build it again with REINDEX INDEX CONCURRENTLY, first";
+	if (OidIsValid(con))
+	{
+		tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(con));
+		if (HeapTupleIsValid(tup))
+		{
+			contype = ((Form_pg_constraint) GETSTRUCT(tup))->contype;
+			deferrable = ((Form_pg_constraint) GETSTRUCT(tup))->condeferrable;
+			ReleaseSysCache(tup);
+		}
+		if (contype == CONSTRAINT_EXCLUSION)
+			return "an exclusion constraint, which cannot be attached to an index built beforehand";
+		if (deferrable)
+			return "DEFERRABLE: the index built beforehand would check each row at once";
+	}
+	return NULL;
+}
+
+/* Does foreign key conoid reference column attnum of relid? */
+static bool
+con_references(Oid conoid, Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	bool		refs = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		refs = ((Form_pg_constraint) GETSTRUCT(tup))->confrelid == relid &&
+			bms_is_member(attnum, constraint_columns(tup, Anum_pg_constraint_confkey));
+		ReleaseSysCache(tup);
+	}
+	return refs;
 }
 
 /* One object depending on column attnum of relid (the table or a partition). */
@@ -239,15 +404,18 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 				case RELKIND_PARTITIONED_INDEX:
 					{
 						Oid			con = get_index_constraint(obj->objectId);
+						char	   *what = OidIsValid(con) ? described(ConstraintRelationId, con) :
+							described(RelationRelationId, obj->objectId);
+						char	   *why = index_not_carried(obj->objectId, con);
 
 						if (partition && has_superclass(obj->objectId))
 							return; /* a partition of the table's index */
-						if (OidIsValid(con))
-							refuse(sc, REFUSED_INDEX,
-								   described(ConstraintRelationId, con));
+						if (partition)
+							refuse(sc, REFUSED_INDEX, psprintf("%s (of a partition or child of its own)", what));
+						else if (why)
+							refuse(sc, REFUSED_INDEX, psprintf("%s (%s)", what, why));
 						else
-							refuse(sc, REFUSED_INDEX,
-								   described(RelationRelationId, obj->objectId));
+							sc->attached->indexes = list_append_unique_oid(sc->attached->indexes, obj->objectId);
 						return;
 					}
 				default:
@@ -319,13 +487,36 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 				}
 				if (own && !partition && contype == CONSTRAINT_FOREIGN && referencing)
 				{
-					sc->attached->fkeys = list_append_unique_oid(sc->attached->fkeys, obj->objectId);
+					if (con_references(obj->objectId, sc->relid, attnum))
+						refuse(sc, REFUSED_INDEX,
+							   psprintf("foreign key %s (referencing the column from itself)",
+										getObjectIdentity(obj, false)));
+					else
+						sc->attached->fkeys = list_append_unique_oid(sc->attached->fkeys, obj->objectId);
+					return;
+				}
+				if (contype == CONSTRAINT_FOREIGN && !partition)
+				{
+					/* another table's, or another column's: moved with the unique index it relies on */
+					sc->attached->referencing = list_append_unique_oid(sc->attached->referencing, obj->objectId);
 					return;
 				}
 				if (contype == CONSTRAINT_FOREIGN)
 					refuse(sc, REFUSED_INDEX,
 						   psprintf("foreign key %s, which references it",
 									getObjectIdentity(obj, false)));
+				else if (own && !partition && (contype == CONSTRAINT_UNIQUE || contype == CONSTRAINT_PRIMARY))
+				{
+					/* its index depends on it, not on the column: carried with it, or refused */
+					Oid			index = get_constraint_index(obj->objectId);
+					char	   *why = OidIsValid(index) ? index_not_carried(index, obj->objectId) : "it has no index";
+
+					if (why)
+						refuse(sc, REFUSED_INDEX,
+							   psprintf("%s (%s)", described(ConstraintRelationId, obj->objectId), why));
+					else
+						sc->attached->indexes = list_append_unique_oid(sc->attached->indexes, index);
+				}
 				else
 					refuse(sc, contype == CONSTRAINT_CHECK ? REFUSED_OTHER : REFUSED_INDEX,
 						   described(ConstraintRelationId, obj->objectId));
@@ -387,6 +578,91 @@ classify(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddres
 	refuse(sc, REFUSED_OTHER, described(obj->classId, obj->objectId));
 }
 
+/*
+ * One object depending on column attnum of relid, which a drop_column
+ * drops: it goes with the column when it exists for that column alone,
+ * else it is refused (see the file header).
+ */
+static void
+classify_dropped(DepScan *sc, Oid relid, AttrNumber attnum, bool partition, ObjectAddress *obj)
+{
+	HeapTuple	tup;
+
+	switch (obj->classId)
+	{
+		case RelationRelationId:
+			if (obj->objectId == relid && obj->objectSubId != 0)
+				break;			/* a generated column: as for alter_column */
+			switch (get_rel_relkind(obj->objectId))
+			{
+				case RELKIND_SEQUENCE:
+					if (!partition)
+						goes(sc, psprintf("sequence %s (owned by the column)", qualified_rel(obj->objectId)));
+					return;
+				case RELKIND_INDEX:
+				case RELKIND_PARTITIONED_INDEX:
+					{
+						Oid			con = get_index_constraint(obj->objectId);
+						Bitmapset  *cols = zdm_index_columns(obj->objectId);
+						char	   *what = OidIsValid(con) ? described(ConstraintRelationId, con) :
+							described(RelationRelationId, obj->objectId);
+
+						if (partition && has_superclass(obj->objectId))
+							return; /* a partition of the table's index */
+						if (bms_membership(cols) == BMS_SINGLETON)
+							goes(sc, what);
+						else
+							refuse(sc, REFUSED_INDEX, psprintf("%s%s", what, also_covers(relid, cols, attnum)));
+						return;
+					}
+				default:
+					break;
+			}
+			break;
+
+		case AttrDefaultRelationId:
+			{
+				ObjectAddress col = GetAttrDefaultColumnAddress(obj->objectId);
+
+				if (col.objectId == relid && col.objectSubId == attnum)
+					return;		/* the column's own default */
+				break;			/* a generated column: as for alter_column */
+			}
+
+		case ConstraintRelationId:
+			tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(obj->objectId));
+			if (HeapTupleIsValid(tup))
+			{
+				Form_pg_constraint con = (Form_pg_constraint) GETSTRUCT(tup);
+				bool		inherited = con->coninhcount > 0 || OidIsValid(con->conparentid);
+				Bitmapset  *keys = constraint_columns(tup, Anum_pg_constraint_conkey);
+				bool		own = con->conrelid == relid && bms_is_member(attnum, keys);
+				char	   *what = described(ConstraintRelationId, obj->objectId);
+
+				if (partition && inherited)
+				{
+					ReleaseSysCache(tup);
+					return;		/* the table's own decides */
+				}
+				if (!own)
+					refuse(sc, REFUSED_INDEX,
+						   psprintf("foreign key %s (referencing the column)", getObjectIdentity(obj, false)));
+				else if (bms_membership(keys) == BMS_SINGLETON)
+					goes(sc, what);
+				else
+					refuse(sc, REFUSED_INDEX, psprintf("%s%s", what, also_covers(relid, keys, attnum)));
+				ReleaseSysCache(tup);
+				return;
+			}
+			break;
+
+		default:
+			break;
+	}
+	/* views, rules, triggers, policies, statistics, ...: as for alter_column */
+	classify(sc, relid, attnum, partition, obj);
+}
+
 /* Every object depending on column attnum of relid. */
 static void
 scan_column(DepScan *sc, Oid relid, AttrNumber attnum, bool partition)
@@ -420,31 +696,92 @@ scan_column(DepScan *sc, Oid relid, AttrNumber attnum, bool partition)
 
 	/* classified after the scan: classify_view runs queries */
 	foreach(lc, objects)
-		classify(sc, relid, attnum, partition, lfirst(lc));
+	{
+		if (sc->dropping)
+			classify_dropped(sc, relid, attnum, partition, lfirst(lc));
+		else
+			classify(sc, relid, attnum, partition, lfirst(lc));
+	}
 }
 
 static const char *
-refused_hint(RefusedKind kind)
+refused_hint(RefusedKind kind, bool dropping)
 {
+	if (dropping)
+		switch (kind)
+		{
+			case REFUSED_INDEX:
+				return "Contract's DROP COLUMN would drop it too, or fail on it, and zdm never drops an index or constraint "
+					"it was not asked to drop: drop it first (DROP INDEX CONCURRENTLY, ALTER TABLE ... DROP CONSTRAINT), "
+					"creating one without the column before if the other columns still need it, then expand.";
+			case REFUSED_GENERATED:
+				return "Drop the generated column first (a drop_column of its own, contracted before this one), or leave this column.";
+			case REFUSED_VIEW:
+				return "Drop the view, or create it again without the column, before expanding; a live API version's view "
+					"is replaced by a migration that declares \"versions\" (its old version defaults to the latest one), "
+					"and goes when its contract retires that version.";
+			case REFUSED_OTHER:
+				return "Drop it, or change it not to use the column, before expanding.";
+		}
 	switch (kind)
 	{
 		case REFUSED_INDEX:
-			return "The new column would need its own index, built with CREATE INDEX CONCURRENTLY, which cannot run "
-				"in the expand's transaction (and a plain CREATE INDEX would hold ACCESS EXCLUSIVE while it scans the table). "
-				"A plain index can be dropped with DROP INDEX CONCURRENTLY before the migration and created again on the "
-				"column with CREATE INDEX CONCURRENTLY after contract; a unique or primary key constraint, or one another "
-				"table's foreign key relies on, cannot be given up that way: leave this column as it is until zdm carries indexes.";
+			return "zdm builds the new column's indexes CONCURRENTLY, but cannot carry this one over: drop it before the "
+				"migration (DROP INDEX CONCURRENTLY, ALTER TABLE ... DROP CONSTRAINT) and create it again on the column "
+				"after contract, or leave the column as it is.";
 		case REFUSED_GENERATED:
 			return "zdm cannot compute a generated column from the new column: drop the generated column first "
 				"(and add it again after contract), or leave this column as it is.";
 		case REFUSED_VIEW:
 			return "Drop the view before expanding and create it again over the column after contract; views that "
-				"clients read through both API versions are the versions' schemas of views (declare \"versions\").";
+				"clients read through both API versions are the versions' schemas of views (declare \"versions\": "
+				"a live version's view is then replaced by expand, and goes when contract retires that version).";
 		case REFUSED_OTHER:
 			break;
 	}
 	return "zdm cannot move it to the new column: drop it before expanding and create it again on the column "
 		"after contract.";
+}
+
+/* Refuse what a scan found that cannot stay (feature_not_supported), naming all of it. */
+static void
+report_refused(DepScan *sc)
+{
+	StringInfoData all;
+	ListCell   *lc,
+			   *lc2;
+	char	   *first = NULL;
+	int			kind = REFUSED_OTHER + 1;
+
+	if (sc->refused == NIL)
+		return;
+	/* The message names the worst: an index before anything else. */
+	initStringInfo(&all);
+	forboth(lc, sc->refused, lc2, sc->kinds)
+	{
+		appendStringInfo(&all, "%s%s", foreach_current_index(lc) > 0 ? "; " : "",
+						 (char *) lfirst(lc));
+		if (lfirst_int(lc2) < kind)
+		{
+			kind = lfirst_int(lc2);
+			first = lfirst(lc);
+		}
+	}
+	if (sc->dropping)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": drop_column cannot drop column \"%s\" of table \"%s\": %s %s on it",
+						sc->migration, sc->col, get_rel_name(sc->relid), first,
+						list_length(sc->refused) > 1 ? "and more depend" : "depends"),
+				 errdetail("Contract's DROP COLUMN would drop it with the column, or fail on it: %s.", all.data),
+				 errhint("%s", refused_hint((RefusedKind) kind, true))));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("migration \"%s\": alter_column cannot replace column \"%s\" of table \"%s\": %s %s on it",
+					sc->migration, sc->col, get_rel_name(sc->relid), first,
+					list_length(sc->refused) > 1 ? "and more depend" : "depends"),
+			 errdetail("Contract drops the old column, and with it what depends on it: %s.", all.data),
+			 errhint("%s", refused_hint((RefusedKind) kind, false))));
 }
 
 /*
@@ -497,32 +834,46 @@ zdm_column_attached(const char *migration, Oid relid, const char *col,
 		}
 	}
 
-	if (sc.refused != NIL)
-	{
-		StringInfoData all;
-		ListCell   *lc,
-				   *lc2;
-		char	   *first = NULL;
-		int			kind = REFUSED_OTHER + 1;
+	report_refused(&sc);
+}
 
-		/* The message names the worst: an index before anything else. */
-		initStringInfo(&all);
-		forboth(lc, sc.refused, lc2, sc.kinds)
+/*
+ * What depends on column col of table relid, which a drop_column drops:
+ * *goes gets the descriptions of what contract drops with it (an index or
+ * constraint of that column alone, the sequence it owns), attached->guards
+ * the retired versions' guard views (dropped and created again around the
+ * DROP COLUMN); anything else is refused, naming all of it.
+ */
+void
+zdm_column_dropped(const char *migration, Oid relid, const char *col,
+				   List *replaced_views, ZdmColumnAttached *attached, List **goes_with)
+{
+	DepScan		sc;
+	AttrNumber	attnum = get_attnum(relid, col);
+
+	memset(attached, 0, sizeof(ZdmColumnAttached));
+	memset(&sc, 0, sizeof(sc));
+	sc.migration = migration;
+	sc.relid = relid;
+	sc.col = col;
+	sc.dropping = true;
+	sc.replaced_views = replaced_views;
+	sc.attached = attached;
+	sc.default_text = zdm_column_default(relid, attnum, NULL);
+
+	scan_column(&sc, relid, attnum, false);
+	if (has_subclass(relid))
+	{
+		ListCell   *lc;
+
+		foreach(lc, find_all_inheritors(relid, NoLock, NULL))
 		{
-			appendStringInfo(&all, "%s%s", foreach_current_index(lc) > 0 ? "; " : "",
-							 (char *) lfirst(lc));
-			if (lfirst_int(lc2) < kind)
-			{
-				kind = lfirst_int(lc2);
-				first = lfirst(lc);
-			}
+			Oid			part = lfirst_oid(lc);
+
+			if (part != relid && get_rel_relkind(part) != RELKIND_FOREIGN_TABLE)
+				scan_column(&sc, part, get_attnum(part, col), true);
 		}
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("migration \"%s\": alter_column cannot replace column \"%s\" of table \"%s\": %s %s on it",
-						migration, col, get_rel_name(relid), first,
-						list_length(sc.refused) > 1 ? "and more depend" : "depends"),
-				 errdetail("Contract drops the old column, and with it what depends on it: %s.", all.data),
-				 errhint("%s", refused_hint((RefusedKind) kind))));
 	}
+	report_refused(&sc);
+	*goes_with = sc.goes;
 }

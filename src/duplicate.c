@@ -25,6 +25,16 @@
  *	  (expand locks it with the others), and dropping one ACCESS EXCLUSIVE
  *	  (contract's and rollback's steps name that table, so they lock it
  *	  with the others).
+ *	- Every index naming the column, UNIQUE and PRIMARY KEY constraints'
+ *	  included, and the migration's own "unique": built again on the new
+ *	  column by the worker, CONCURRENTLY (duplicate_index.c).
+ *	- Foreign keys of other tables (or of other columns) that reference
+ *	  the column: once the new column's unique index is built, a deferred
+ *	  step adds the same key on the new column NOT VALID and another
+ *	  validates it; contract drops the old one (before the old column) and
+ *	  gives the new one its name.  The referencing table must be the
+ *	  author's, and not partitioned (PostgreSQL 15 adds no foreign key NOT
+ *	  VALID there).
  *	- The default, at contract (the new column has none while both are
  *	  live: trigger.c), unless "default" is given (null: none).  A default
  *	  that is a constant keeps its spelling when its type does not fit the
@@ -43,7 +53,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "zdm.h"
+#include "expand.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -56,6 +66,16 @@
 #include "commands/comment.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_opclass.h"
+#include "access/amapi.h"
+#include "catalog/index.h"
+#include "commands/defrem.h"
+#include "commands/tablespace.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "parser/parse_type.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -110,19 +130,20 @@ rename_constraint(ZdmColumnCopy *c, const char *temp, const char *name)
 }
 
 /*
- * Analyse a check for the new column; what went wrong re-raised with hint
- * (NULL: as it is).  Returns the analysed expression.
+ * Analyse an expression over the table (with the new column) as type
+ * typid (InvalidOid: its own); what went wrong re-raised with hint (NULL:
+ * as it is).  Returns the analysed expression.
  */
-static Node *
-analyse_check(ZdmColumnCopy *c, TupleDesc desc, const char *what, const char *text,
-			  const char *hint)
+Node *
+zdm_dup_analyse(ZdmColumnCopy *c, TupleDesc desc, const char *what, const char *text,
+				Oid typid, const char *hint)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Node	   *volatile expr = NULL;
 
 	PG_TRY();
 	{
-		expr = zdm_expr_analyze(c->migration, what, desc, c->table, text, BOOLOID, -1);
+		expr = zdm_expr_analyze(c->migration, what, desc, c->table, text, typid, -1);
 	}
 	PG_CATCH();
 	{
@@ -140,6 +161,14 @@ analyse_check(ZdmColumnCopy *c, TupleDesc desc, const char *what, const char *te
 	}
 	PG_END_TRY();
 	return expr;
+}
+
+/* Analyse a check for the new column (see analyse_expr). */
+static Node *
+analyse_check(ZdmColumnCopy *c, TupleDesc desc, const char *what, const char *text,
+			  const char *hint)
+{
+	return zdm_dup_analyse(c, desc, what, text, BOOLOID, hint);
 }
 
 /* Analyse a carried default for the new column's type, or say what to do. */
@@ -650,6 +679,169 @@ carry_comment(ZdmColumnCopy *c, Oid relid)
 									 quote_identifier(c->new_col), quote_literal_cstr(comment)));
 }
 
+/* COMMENT ON CONSTRAINT, once contract has given it its name, when it has one. */
+void
+zdm_dup_constraint_comment(ZdmColumnCopy *c, List **into, Oid conoid, const char *qualname, const char *name)
+{
+	char	   *comment = GetComment(conoid, ConstraintRelationId, 0);
+
+	if (comment != NULL)
+		*into = lappend(*into, psprintf("COMMENT ON CONSTRAINT %s ON %s IS %s", quote_identifier(name),
+										qualname, quote_literal_cstr(comment)));
+}
+
+/*
+ * Can a foreign key from a column of type fktype reference the new column
+ * (type pktype) through a btree index of its default operator class?  As
+ * type_compares decides it for an existing index.
+ */
+static bool
+new_type_compares(Oid fktype, Oid pktype)
+{
+	Oid			opclass = GetDefaultOpClass(pktype, BTREE_AM_OID);
+
+	fktype = getBaseType(fktype);
+	if (OidIsValid(opclass))
+	{
+		Oid			family = get_opclass_family(opclass);
+
+		pktype = get_opclass_input_type(opclass);
+		if (OidIsValid(get_opfamily_member(family, pktype, fktype, BTEqualStrategyNumber)) &&
+			OidIsValid(get_opfamily_member(family, fktype, fktype, BTEqualStrategyNumber)))
+			return true;
+	}
+	return can_coerce_type(1, &fktype, &pktype, COERCION_IMPLICIT);
+}
+
+/*
+ * A foreign key of another table (or another column) that references the
+ * old column: the same key on the new column, added NOT VALID and
+ * validated by the worker once the new column's unique index is built;
+ * contract drops the old one and gives the new one its name.
+ */
+static void
+carry_referencing(ZdmColumnCopy *c, Oid conoid)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	Form_pg_constraint con;
+	char	   *name;
+	char	   *temp;
+	char	   *other;
+	char	   *setcols;
+	bool		self;
+	StringInfoData def;
+	bool		isnull;
+	ArrayType  *keys;
+	ArrayType  *fkeys;
+	AttrNumber	oldatt = get_attnum(c->relid, c->old_col);
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "zdm: cache lookup failed for constraint %u", conoid);
+	con = (Form_pg_constraint) GETSTRUCT(tup);
+	name = pstrdup(NameStr(con->conname));
+	other = qualified_rel(con->conrelid);
+	self = con->conrelid == c->relid;
+	if (get_rel_relkind(con->conrelid) == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("migration \"%s\": foreign key \"%s\" of partitioned table \"%s\" references column \"%s\" of table \"%s\", and cannot be moved to the new column",
+						c->migration, name, get_rel_name(con->conrelid), c->old_col, c->table),
+				 errdetail("PostgreSQL 15 cannot add a foreign key NOT VALID to a partitioned table, and adding it valid would scan the table under lock."),
+				 errhint("Drop the foreign key before the migration and add it again after contract, or leave column \"%s\" as it is.",
+						 c->old_col)));
+	if (!pg_class_ownercheck(con->conrelid, GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("migration \"%s\": foreign key \"%s\" of table \"%s\" references column \"%s\" of table \"%s\", and role \"%s\" does not own table \"%s\"",
+						c->migration, name, get_rel_name(con->conrelid), c->old_col, c->table,
+						GetUserNameFromId(GetUserId(), false), get_rel_name(con->conrelid)),
+				 errdetail("zdm moves the foreign key to the new column, which takes ALTER TABLE on its table."),
+				 errhint("Run the migration as the owner of both tables (or a member of their owning role), or drop the foreign key first.")));
+	keys = DatumGetArrayTypeP(SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_conkey, &isnull));
+	fkeys = DatumGetArrayTypeP(SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_confkey, &isnull));
+	for (int i = 0; i < ARR_DIMS(fkeys)[0]; i++)
+	{
+		AttrNumber	fkatt = ((int16 *) ARR_DATA_PTR(keys))[i];
+
+		if (((int16 *) ARR_DATA_PTR(fkeys))[i] == oldatt &&
+			!new_type_compares(get_atttype(con->conrelid, fkatt), c->typid))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("migration \"%s\": foreign key \"%s\" of table \"%s\" cannot reference column \"%s\" of table \"%s\" as type %s",
+							c->migration, name, get_rel_name(con->conrelid), c->old_col, c->table,
+							format_type_with_typemod(c->typid, c->typmod)),
+					 errdetail("Its column \"%s\" is of type %s.", get_attname(con->conrelid, fkatt, false),
+							   format_type_be(get_atttype(con->conrelid, fkatt))),
+					 errhint("Choose a type that compares with %s, or drop the foreign key first.",
+							 format_type_be(get_atttype(con->conrelid, fkatt)))));
+	}
+
+	initStringInfo(&def);
+	appendStringInfo(&def, "FOREIGN KEY (%s) REFERENCES %s (%s)",
+					 key_columns(c, con->conrelid, tup, Anum_pg_constraint_conkey, false),
+					 c->qualname, key_columns(c, c->relid, tup, Anum_pg_constraint_confkey, true));
+	if (con->confmatchtype == FKCONSTR_MATCH_FULL)
+		appendStringInfoString(&def, " MATCH FULL");
+	appendStringInfo(&def, " ON UPDATE %s ON DELETE %s", fk_action(con->confupdtype),
+					 fk_action(con->confdeltype));
+	setcols = key_columns(c, con->conrelid, tup, Anum_pg_constraint_confdelsetcols, false);
+	if (setcols && setcols[0] != '\0')
+		appendStringInfo(&def, " (%s)", setcols);
+	if (con->condeferrable)
+		appendStringInfoString(&def, " DEFERRABLE");
+	if (con->condeferred)
+		appendStringInfoString(&def, " INITIALLY DEFERRED");
+
+	temp = zdm_made_name("zdm_dup_", name, NULL);
+	if (OidIsValid(get_relation_constraint_oid(con->conrelid, temp, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("migration \"%s\": constraint \"%s\" of table \"%s\" already exists",
+						c->migration, temp, get_rel_name(con->conrelid)),
+				 errhint("It may be left over from an earlier attempt: drop it and expand again.")));
+	/* after the unique index it relies on (the deferred steps run in order) */
+	c->deferred_fkeys = lappend(c->deferred_fkeys,
+								expand_step(other, "share_row", ZDM_RUNS_WORKER,
+											psprintf("ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", other,
+													 quote_identifier(temp), def.data)));
+	if (con->convalidated)
+		c->deferred_fkeys = lappend(c->deferred_fkeys,
+									expand_step(other, "validate", ZDM_RUNS_WORKER,
+												psprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", other,
+														 quote_identifier(temp))));
+	if (self)
+	{
+		c->before_drop = lappend(c->before_drop, psprintf("ALTER TABLE %s DROP CONSTRAINT %s", other,
+														  quote_identifier(name)));
+		rename_constraint(c, temp, name);
+		zdm_dup_constraint_comment(c, &c->after_drop, conoid, other, name);
+		c->rollback = lappend(c->rollback, psprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", other,
+													quote_identifier(temp)));
+	}
+	else
+	{
+		List	   *renamed = NIL;
+
+		c->contract_other = lappend(c->contract_other,
+									expand_step(other, "exclusive", ZDM_RUNS_CALLER,
+												psprintf("ALTER TABLE %s DROP CONSTRAINT %s", other,
+														 quote_identifier(name))));
+		c->contract_other = lappend(c->contract_other,
+									expand_step(other, "exclusive", ZDM_RUNS_CALLER,
+												psprintf("ALTER TABLE %s RENAME CONSTRAINT %s TO %s", other,
+														 quote_identifier(temp), quote_identifier(name))));
+		zdm_dup_constraint_comment(c, &renamed, conoid, other, name);
+		if (renamed != NIL)
+			c->contract_other = lappend(c->contract_other,
+										expand_step(other, "exclusive", ZDM_RUNS_CALLER, linitial(renamed)));
+		c->rollback_other = lappend(c->rollback_other,
+									expand_step(other, "exclusive", ZDM_RUNS_CALLER,
+												psprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", other,
+														 quote_identifier(temp))));
+	}
+	ReleaseSysCache(tup);
+}
+
 /*
  * Give the new column what the old one has (c->attached, from
  * zdm_column_attached) and the migration does not restate: the statements
@@ -664,10 +856,18 @@ zdm_duplicate_column(ZdmColumnCopy *c)
 		own_check(c);
 	if (c->references)
 		own_fkey(c);
+	if (c->unique)
+		zdm_dup_unique(c);
 	foreach(lc, c->attached.checks)
 		carry_check(c, lfirst_oid(lc));
 	foreach(lc, c->attached.fkeys)
 		carry_fkey(c, lfirst_oid(lc));
+	/* (the keys' deferred steps go after the indexes': deferred_fkeys) */
+	foreach(lc, c->attached.referencing)
+		carry_referencing(c, lfirst_oid(lc));
+	foreach(lc, c->attached.indexes)
+		zdm_dup_index(c, lfirst_oid(lc));
+	c->deferred = list_concat(c->deferred, c->deferred_fkeys);
 	if (c->keep_default)
 		carry_default(c);
 	foreach(lc, c->attached.sequences)

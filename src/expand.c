@@ -330,13 +330,16 @@ expand_apply(ExpandState *st)
 		}
 		if (expand_has_views(st, tw))
 		{
-			/* Each version's view of the table, replacing an older one. */
-			if (st->version_old)
+			/*
+			 * Each version's view of the table.  The old version's, when
+			 * an earlier migration made it, already shows the table as
+			 * that version's clients see it, and stays as it is (so that
+			 * rollback leaves it exactly as it was); else it is created,
+			 * and rollback drops it.
+			 */
+			if (st->version_old && !expand_view_exists(tw, st->version_old))
 			{
-				if (expand_view_exists(tw, st->version_old))
-					steps = lappend(steps, psprintf("DROP VIEW %s", expand_view_name(tw, st->version_old)));
-				else
-					tw->old_view_created = true;	/* rollback drops it */
+				tw->old_view_created = true;
 				steps = lappend(steps, expand_view_sql(tw, st->version_old, false));
 				steps = lappend(steps, expand_view_grant_sql(tw, st->version_old));
 			}

@@ -103,6 +103,9 @@ typedef struct ExpandState
 	List	   *tables;			/* TableWork * */
 	char	   *version_old;	/* API version retired, or NULL */
 	char	   *version_new;	/* API version introduced, or NULL */
+	bool		versions_implicit;	/* the migration declares none: its
+									 * in-place alter_column needs them, so
+									 * version_new is its name (pgroll's way) */
 	List	   *schemas;		/* version schemas to create */
 	ZdmLockStats claim;			/* waits for the tables' claims */
 	ZdmSpecCtx	ctx;
@@ -180,6 +183,7 @@ extern void expand_plan_constraint_drop(ExpandState *st, JsonbContainer *op, boo
 extern bool expand_has_views(ExpandState *st, TableWork *tw);
 extern bool expand_view_exists(TableWork *tw, const char *version);
 extern char *expand_view_name(TableWork *tw, const char *version);
+extern List *expand_replaced_views(ExpandState *st, TableWork *tw);
 extern char *expand_view_grant_sql(TableWork *tw, const char *version);
 extern char *expand_view_sql(TableWork *tw, const char *version, bool newer);
 extern void expand_resolve_versions(ExpandState *st, JsonbContainer *root);

@@ -50,6 +50,24 @@ expand_view_exists(TableWork *tw, const char *version)
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(tw->name, nsp));
 }
 
+/*
+ * The views of the table that expand drops and creates again: the
+ * versions' views of a table whose columns the new version sees changed.
+ */
+List *
+expand_replaced_views(ExpandState *st, TableWork *tw)
+{
+	List	   *views = NIL;
+	const char *versions[2] = {st->version_old, st->version_new};
+
+	if (st->version_new == NULL)
+		return NIL;
+	for (int i = 0; i < 2; i++)
+		if (versions[i] && expand_view_exists(tw, versions[i]))
+			views = lappend_oid(views, get_relname_relid(tw->name, get_namespace_oid(versions[i], false)));
+	return views;
+}
+
 char *
 expand_view_name(TableWork *tw, const char *version)
 {
@@ -122,9 +140,60 @@ expand_view_sql(TableWork *tw, const char *version, bool newer)
 	return buf.data;
 }
 
+/* A string member of a JSON object, or NULL (of another type too). */
+static char *
+string_member(JsonbContainer *obj, const char *key)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(obj, key, strlen(key), NULL);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Does an operation change a column in place: an alter_column without a
+ * new "name" (or with the column's own), as pgroll writes every one?  Such
+ * a column has two shapes under one name while the migration is live, and
+ * only versions' views can show both.  Malformed operations are left to
+ * expand_check_operations, which reports them.
+ */
+static bool
+changes_in_place(JsonbContainer *root)
+{
+	JsonbValue *ops = getKeyJsonValueFromContainer(root, "operations", strlen("operations"), NULL);
+
+	if (ops == NULL || ops->type != jbvBinary || !JsonContainerIsArray(ops->val.binary.data))
+		return false;
+	for (int i = 0; i < JsonContainerSize(ops->val.binary.data); i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(ops->val.binary.data, i);
+		JsonbValue *body;
+		char	   *column;
+		char	   *name;
+
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+			continue;
+		body = getKeyJsonValueFromContainer(v->val.binary.data, "alter_column", strlen("alter_column"), NULL);
+		if (body == NULL || body->type != jbvBinary || !JsonContainerIsObject(body->val.binary.data))
+			continue;
+		column = string_member(body->val.binary.data, "column");
+		name = string_member(body->val.binary.data, "name");
+		if (column != NULL && (name == NULL || strcmp(name, column) == 0))
+			return true;
+	}
+	return false;
+}
+
 /*
  * Resolve the migration's API versions (see versions.c) and the schemas of
  * views they need, refusing names that clash with schemas not zdm's.
+ *
+ * A migration that declares none but changes a column in place (pgroll's
+ * files all do) gets them implicitly, as pgroll gives every migration a
+ * version schema named after it: the new version is the migration's name,
+ * the old one the latest live version, if any (else the old shape is the
+ * tables themselves, as clients that declare no version use them).
  */
 void
 expand_resolve_versions(ExpandState *st, JsonbContainer *root)
@@ -135,7 +204,11 @@ expand_resolve_versions(ExpandState *st, JsonbContainer *root)
 	char	   *both[2];
 
 	if (vers == NULL && vschema == NULL)
-		return;
+	{
+		if (!changes_in_place(root))
+			return;
+		st->versions_implicit = true;
+	}
 	if (vers)
 	{
 		zdm_json_check_keys(&st->ctx, vers, "\"versions\"", keys, NULL);
@@ -170,6 +243,10 @@ expand_resolve_versions(ExpandState *st, JsonbContainer *root)
 			ereport(ERROR,
 					(errcode(ERRCODE_NAME_TOO_LONG),
 					 errmsg("migration \"%s\": API version name \"%s\" is too long", st->migration, v),
+					 st->versions_implicit && i == 1 ?
+					 errhint("The migration changes a column in place and declares no \"versions\", so its new API version is named after it; "
+							 "version names are at most %d bytes (they name schemas): give the migration a shorter name, or declare \"versions\": {\"new\": ...}.",
+							 NAMEDATALEN - 1) :
 					 errhint("Version names are at most %d bytes; they name schemas.", NAMEDATALEN - 1)));
 		if (zdm_version_lookup(v, &schema, &retired_by) && retired_by != NULL)
 			ereport(ERROR,
@@ -182,6 +259,9 @@ expand_resolve_versions(ExpandState *st, JsonbContainer *root)
 					(errcode(ERRCODE_DUPLICATE_SCHEMA),
 					 errmsg("migration \"%s\": API version \"%s\" needs a schema of that name, and schema \"%s\" exists already",
 							st->migration, v, v),
+					 st->versions_implicit && i == 1 ?
+					 errhint("The migration changes a column in place and declares no \"versions\", so its new API version, and the schema of its views, "
+							 "are named after it: give the migration another name, or declare \"versions\": {\"new\": ...}.") :
 					 errhint("zdm keeps each version's views in a schema named after it; choose another version name.")));
 		if (schema == NULL)
 			st->schemas = lappend(st->schemas, v);

@@ -14,6 +14,12 @@
  * by default (zdm.gate_undeclared = ignore), or counted as the retired
  * version's (= old), the cautious choice where most clients cannot declare.
  * No telemetry at all in the window refuses too: silence is not consent.
+ * A migration that introduces a version but retires none by name (the
+ * first one declared, or one whose versions are implicit: an in-place
+ * alter_column written as pgroll writes it) changes what clients that
+ * declare no version see: with zdm.gate_undeclared = old they are its old
+ * clients, and the gate waits for the "(undeclared)" share; with ignore it
+ * is not gated, and says so.
  * zdm.contract(name, force => true) overrides, and the journal says who.
  *
  * zdm.contract_gate() shows what the gate would say now for each
@@ -136,7 +142,7 @@ gate_count_undeclared(int64 *old_requests, int64 undeclared, int64 *total)
  * traffic (see the file header).  Runs inside contract, with SPI.
  */
 void
-zdm_gate_check(const char *name, const char *version_old, bool force)
+zdm_gate_check(const char *name, const char *version_old, const char *version_new, bool force)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
@@ -150,7 +156,27 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	if (version_old == NULL)
+	if (version_old == NULL && version_new != NULL && zdm_gate_undeclared == 1)
+	{
+		/*
+		 * It introduces a version and retires none by name: the old shape
+		 * is the tables as they are, which clients that declare no version
+		 * use, and zdm.gate_undeclared = old says they are the old clients.
+		 */
+		version_old = ZDM_UNDECLARED_VERSION;
+	}
+	else if (version_old == NULL && version_new != NULL)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" retires no named API version; contract is not gated on client traffic",
+						name),
+				 errdetail("Clients that declare no API version use its tables as they are, and contract changes them; "
+						   "zdm.gate_undeclared = ignore leaves them out of the gate."),
+				 errhint("Set zdm.gate_undeclared = old to have contract wait until they are gone, "
+						 "or have old clients declare a version that a later migration retires.")));
+		return;
+	}
+	else if (version_old == NULL)
 	{
 		ereport(NOTICE,
 				(errmsg("migration \"%s\" declares no API version it retires; contract is not gated on client traffic",
@@ -174,7 +200,9 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
 	total = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	sources = SPI_getvalue(tup, desc, 4);
 
-	gate_count_undeclared(&old_requests, undeclared, &total);
+	/* (undeclared traffic is the retired shape's already: counted once) */
+	if (strcmp(version_old, ZDM_UNDECLARED_VERSION) != 0)
+		gate_count_undeclared(&old_requests, undeclared, &total);
 
 	if (total <= 0)
 	{
@@ -224,7 +252,9 @@ zdm_gate_check(const char *name, const char *version_old, bool force)
  * retired version's requests and the total, undeclared ones as
  * zdm.gate_undeclared says), the share, zdm.contract_threshold, and
  * whether the gate would let contract go ahead.  The share is NULL when
- * there is no telemetry in the window, and the gate is then shut.
+ * there is no telemetry in the window, and the gate is then shut.  With
+ * zdm.gate_undeclared = old, a migration that introduces a version and
+ * retires none by name retires "(undeclared)" (see zdm_gate_check).
  */
 Datum
 zdm_contract_gate(PG_FUNCTION_ARGS)
@@ -241,12 +271,15 @@ zdm_contract_gate(PG_FUNCTION_ARGS)
 					"         least(coalesce(sum(requests), 0), 9223372036854775807)::int8 AS total"
 					"    FROM d"
 					")"
-					" SELECT m.name, m.phase, m.version_old,"
-					"        least(coalesce((SELECT sum(d.requests) FROM d WHERE d.version = m.version_old), 0),"
+					" SELECT m.name, m.phase, coalesce(m.version_old, '" ZDM_UNDECLARED_VERSION "'),"
+					"        least(coalesce((SELECT sum(d.requests) FROM d"
+					"                         WHERE d.version = coalesce(m.version_old, '" ZDM_UNDECLARED_VERSION "')), 0),"
 					"              9223372036854775807)::int8,"
 					"        t.undeclared, t.total"
 					"   FROM zdm.migrations m, t"
-					"  WHERE m.version_old IS NOT NULL AND m.phase NOT IN ('contracted', 'rolled_back')"
+					"  WHERE (m.version_old IS NOT NULL OR"
+					"         (m.version_new IS NOT NULL AND current_setting('zdm.gate_undeclared') = 'old'))"
+					"    AND m.phase NOT IN ('contracted', 'rolled_back')"
 					"  ORDER BY m.name",
 					true, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -261,7 +294,8 @@ zdm_contract_gate(PG_FUNCTION_ARGS)
 		int64		total = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 		double		share = 0;
 
-		gate_count_undeclared(&old_requests, undeclared, &total);
+		if (strcmp(SPI_getvalue(tup, desc, 3), ZDM_UNDECLARED_VERSION) != 0)
+			gate_count_undeclared(&old_requests, undeclared, &total);
 		if (total > 0)
 			share = (double) old_requests / (double) total;
 		values[0] = CStringGetTextDatum(SPI_getvalue(tup, desc, 1));

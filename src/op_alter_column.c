@@ -56,24 +56,6 @@ refuse_carried_twice(ExpandState *st, TableWork *tw, const char *col, List *cons
 	}
 }
 
-/*
- * The views of the table that expand drops and creates again: the
- * versions' views of a table whose columns the new version sees changed.
- */
-static List *
-replaced_views(ExpandState *st, TableWork *tw)
-{
-	List	   *views = NIL;
-	const char *versions[2] = {st->version_old, st->version_new};
-
-	if (st->version_new == NULL)
-		return NIL;
-	for (int i = 0; i < 2; i++)
-		if (versions[i] && expand_view_exists(tw, versions[i]))
-			views = lappend_oid(views, get_relname_relid(tw->name, get_namespace_oid(versions[i], false)));
-	return views;
-}
-
 static void
 plan_alter_column(ExpandState *st, JsonbContainer *op)
 {
@@ -97,6 +79,7 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	DualRule   *r;
 	char	   *visible;
 	bool		in_place;
+	bool		up_volatile;
 	ZdmColumnCopy copy;
 	ListCell   *lc;
 
@@ -109,9 +92,9 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 						st->migration, table),
 				 errhint("Define the column as it should be in the create_table operation.")));
 	old = expand_existing_column(st, tw, col);
-	expand_refuse_key_column(st, tw, col);
+	/* (a key column is fine: the backfill walks the old one, which stays until contract) */
 	/* What depends on the old column: kept by the new one, or refused. */
-	zdm_column_attached(st->migration, tw->relid, col, replaced_views(st, tw), &copy.attached);
+	zdm_column_attached(st->migration, tw->relid, col, expand_replaced_views(st, tw), &copy.attached);
 	refuse_carried_twice(st, tw, col, list_concat_copy(copy.attached.checks, copy.attached.fkeys));
 	visible = newname ? newname : col;
 	in_place = strcmp(visible, col) == 0;
@@ -120,7 +103,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 		/*
 		 * The same name, another shape: a physically new column that only
 		 * the new version's views show under the old name; contract renames
-		 * it into place.
+		 * it into place.  A migration that declares no versions has them
+		 * implicitly by now (expand_resolve_versions).
 		 */
 		if (st->version_new == NULL)
 			ereport(ERROR,
@@ -152,8 +136,9 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	/* Without up/down, the value is carried over as it is (a rename). */
 	uptext = up ? zdm_expr_normalize(up) : pstrdup(qcol(col));
 	downtext = down ? zdm_expr_normalize(down) : pstrdup(qcol(visible));
-	(void) zdm_expr_analyze_row(st->migration, psprintf("up expression of column \"%s\"", visible),
-								tw->desc, tw->name, uptext, typid, typmod);
+	up_volatile = contain_volatile_functions(zdm_expr_analyze_row(st->migration,
+																  psprintf("up expression of column \"%s\"", visible),
+																  tw->desc, tw->name, uptext, typid, typmod));
 	/* down reads the row as the new version sees it */
 	(void) zdm_expr_analyze_row(st->migration, psprintf("down expression of column \"%s\"", col),
 								in_place ? zdm_desc_as_seen(tw->desc, col, newname) : tw->desc,
@@ -177,6 +162,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	copy.schema = st->schema;
 	copy.check = zdm_json_object(&st->ctx, op, "check", false);
 	copy.references = zdm_json_object(&st->ctx, op, "references", false);
+	copy.unique = zdm_json_object(&st->ctx, op, "unique", false);
+	copy.nullable = nullable;
 	copy.keep_default = !zdm_json_present(op, "default");
 	copy.keep_comment = !zdm_json_present(op, "comment");
 	zdm_duplicate_column(&copy);
@@ -206,6 +193,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	tw->rollback = lappend(tw->rollback,
 						   psprintf("ALTER TABLE %s DROP COLUMN %s", tw->qualname, qcol(newname)));
 	tw->rollback = list_concat(tw->rollback, copy.rollback);
+	tw->deferred = list_concat(tw->deferred, copy.deferred);
+	tw->rollback_after = list_concat(tw->rollback_after, copy.rollback_after);
 	tw->contract_other = list_concat(tw->contract_other, copy.contract_other);
 	tw->rollback_other = list_concat(tw->rollback_other, copy.rollback_other);
 	zdm_lock_stats_add(&st->claim, &copy.claim);
@@ -236,9 +225,14 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 	/*
 	 * Consistent when either direction reproduces the stored value.  (In
 	 * place, down names the new column by the old name, which SQL over the
-	 * table cannot say: up alone decides.)
+	 * table cannot say: up alone decides.)  A volatile up (random(),
+	 * clock_timestamp()) gives another value each time: only a row it has
+	 * not converted yet can be told (pgroll's example 15).
 	 */
-	if (in_place)
+	if (up_volatile)
+		tw->verify = lappend(tw->verify,
+							 psprintf("(%s IS NULL AND (%s\n) IS NOT NULL)", qcol(newname), uptext));
+	else if (in_place)
 		tw->verify = lappend(tw->verify,
 							 psprintf("%s IS DISTINCT FROM CAST((%s\n) AS %s)", qcol(newname), uptext, typname));
 	else
@@ -248,9 +242,8 @@ plan_alter_column(ExpandState *st, JsonbContainer *op)
 }
 
 static const char *const alter_column_keys[] = {"table", "column", "name", "type", "up", "down",
-"nullable", "check", "comment", "default", "references", NULL};
-static const char *const alter_column_unsupported[] = {"unique", NULL};
+"nullable", "check", "comment", "default", "references", "unique", NULL};
 
 const ZdmOpKind zdm_op_alter_column = {
-	"alter_column", alter_column_keys, alter_column_unsupported, "table", plan_alter_column
+	"alter_column", alter_column_keys, NULL, "table", plan_alter_column
 };

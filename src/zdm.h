@@ -186,7 +186,7 @@ struct LOCKTAG;
 extern void zdm_migration_locktag(const char *migration, struct LOCKTAG *tag);
 extern int	zdm_lock_timeout_push(void);
 
-/* ---- dependents.c: what depends on a column an alter_column replaces ---- */
+/* ---- dependents.c: what depends on a column an alter_column replaces or a drop_column drops ---- */
 
 /* A retired API version's guard view of a table (versions.c). */
 typedef struct ZdmGuardView
@@ -201,12 +201,19 @@ typedef struct ZdmColumnAttached
 	List	   *checks;			/* OIDs of CHECK constraints naming it */
 	List	   *fkeys;			/* OIDs of its FOREIGN KEY constraints */
 	List	   *sequences;		/* OIDs of the sequences it owns */
+	List	   *indexes;		/* OIDs of the indexes naming it (UNIQUE and
+								 * PRIMARY KEY constraints' included) */
+	List	   *referencing;	/* OIDs of other foreign keys that reference it */
 	List	   *guards;			/* ZdmGuardView * of the table */
 } ZdmColumnAttached;
 
 extern void zdm_column_attached(const char *migration, Oid relid, const char *col,
 								List *replaced_views, ZdmColumnAttached *attached);
 extern char *zdm_column_default(Oid relid, AttrNumber attnum, Node **expr);
+extern void zdm_column_dropped(const char *migration, Oid relid, const char *col,
+							   List *replaced_views, ZdmColumnAttached *attached,
+							   List **goes_with);
+extern struct Bitmapset *zdm_index_columns(Oid indexoid);
 
 /* ---- duplicate.c: the new column of an alter_column keeps what the old had ---- */
 
@@ -228,6 +235,8 @@ typedef struct ZdmColumnCopy
 	const char *schema;			/* the migration's "schema", or NULL */
 	JsonbContainer *check;		/* the migration's "check", or NULL */
 	JsonbContainer *references; /* its "references", or NULL */
+	JsonbContainer *unique;		/* its "unique", or NULL */
+	bool		nullable;		/* the new column may be NULL */
 	bool		keep_default;	/* the migration says nothing of "default" */
 	bool		keep_comment;	/* nor of "comment" */
 	ZdmColumnAttached attached; /* zdm_column_attached */
@@ -237,6 +246,9 @@ typedef struct ZdmColumnCopy
 	List	   *before_drop;	/* contract, before the old column is dropped */
 	List	   *after_drop;		/* contract, once the new column has its name */
 	List	   *rollback;		/* rollback, before the new column is dropped */
+	List	   *deferred;		/* ZdmPlanStep *: after the backfill, by the worker */
+	List	   *deferred_fkeys; /* (the foreign keys' among them, which go last) */
+	List	   *rollback_after; /* ZdmPlanStep *: after rollback, by the worker */
 	/* out: other tables */
 	List	   *referenced;		/* OIDs: SHARE ROW EXCLUSIVE at expand */
 	List	   *contract_other; /* ZdmPlanStep *: steps locking other tables */
@@ -246,6 +258,14 @@ typedef struct ZdmColumnCopy
 } ZdmColumnCopy;
 
 extern void zdm_duplicate_column(ZdmColumnCopy *copy);
+extern Node *zdm_dup_analyse(ZdmColumnCopy *c, TupleDesc desc, const char *what,
+							 const char *text, Oid typid, const char *hint);
+extern void zdm_dup_constraint_comment(ZdmColumnCopy *c, List **into, Oid conoid,
+									   const char *qualname, const char *name);
+
+/* ---- duplicate_index.c: the new column's indexes, built by the worker ---- */
+extern void zdm_dup_index(ZdmColumnCopy *c, Oid indexoid);
+extern void zdm_dup_unique(ZdmColumnCopy *c);
 extern char *zdm_made_name(const char *prefix, const char *a, const char *b);	/* expand.c */
 
 /* ---- ddl.c: running and journaling DDL ---- */
@@ -335,7 +355,8 @@ extern bool zdm_version_lookup(const char *version, char **schema, char **retire
  */
 #define ZDM_UNDECLARED_VERSION "(undeclared)"
 
-extern void zdm_gate_check(const char *name, const char *version_old, bool force);
+extern void zdm_gate_check(const char *name, const char *version_old,
+						   const char *version_new, bool force);
 
 /* ---- backfill.c ---- */
 
