@@ -21,23 +21,6 @@ CREATE ROLE regress_cp_app;
 GRANT USAGE ON SCHEMA zt TO regress_cp_app;
 SET ROLE regress_cp_migrator;
 
-CREATE PROCEDURE cp_wait(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-BEGIN
-    FOR i IN 1..12000 LOOP
-        SELECT z.phase, z.deferred_section, z.last_error INTO r FROM zdm.migrations z WHERE z.name = m;
-        COMMIT;
-        IF r.deferred_section IS NULL OR r.phase = 'failed' OR r.last_error IS NOT NULL THEN
-            phase := r.phase;
-            RETURN;
-        END IF;
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-    phase := format('still %s, owing %s steps', r.phase, r.deferred_section);
-END
-$$;
-
 -- 01: sellers.  05, 06: users.  20, 21, 22: posts with fk_users_id and
 -- title_length.  14, 15: reviews with reviews_review_unique.  25: people
 -- with name_length.
@@ -63,7 +46,7 @@ SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO posts (title, user_id) VALUES ('hey', 1)$$);
 SET ROLE regress_cp_migrator;
 SELECT zdm.backfill('23_drop_check_constraint');
-CALL cp_wait('23_drop_check_constraint');
+CALL zt.wait_steps('23_drop_check_constraint');
 SELECT zdm.verify('23_drop_check_constraint');
 SELECT zdm.contract('23_drop_check_constraint');
 SET ROLE regress_cp_app;
@@ -76,7 +59,7 @@ SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO posts (title, user_id) VALUES ('orphan', 7)$$);
 SET ROLE regress_cp_migrator;
 SELECT zdm.backfill('24_drop_foreign_key_constraint');
-CALL cp_wait('24_drop_foreign_key_constraint');
+CALL zt.wait_steps('24_drop_foreign_key_constraint');
 SELECT zdm.contract('24_drop_foreign_key_constraint');
 SET ROLE regress_cp_app;
 INSERT INTO posts (title, user_id) VALUES ('orphan', 7);
@@ -90,7 +73,7 @@ SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO reviews (username, product, review) VALUES ('cid', 'pie', 'good')$$);
 SET ROLE regress_cp_migrator;
 SELECT zdm.backfill('27_drop_unique_constraint');
-CALL cp_wait('27_drop_unique_constraint');
+CALL zt.wait_steps('27_drop_unique_constraint');
 SELECT zdm.contract('27_drop_unique_constraint');
 SET ROLE regress_cp_app;
 INSERT INTO reviews (username, product, review) VALUES ('cid', 'pie', 'good');
@@ -100,14 +83,14 @@ SELECT zt.describe('reviews');
 -- 33_rename_check_constraint.json
 SELECT zdm.expand('33_rename_check_constraint', $json${"operations": [{"rename_constraint": {"table": "people", "from": "name_length", "to": "name_length_check"}}]}$json$);
 SELECT zdm.backfill('33_rename_check_constraint');
-CALL cp_wait('33_rename_check_constraint');
+CALL zt.wait_steps('33_rename_check_constraint');
 SELECT zdm.contract('33_rename_check_constraint');
 SELECT zt.describe('people');
 
 -- 43_create_tickets_table.json
 SELECT zdm.expand('43_create_tickets_table', $json${"operations": [{"create_table": {"name": "tickets", "columns": [{"name": "ticket_id", "type": "serial", "pk": true}, {"name": "sellers_name", "type": "varchar(255)"}, {"name": "sellers_zip", "type": "integer"}, {"name": "ticket_type", "type": "varchar(255)", "default": "'paper'"}]}}]}$json$);
 SELECT zdm.backfill('43_create_tickets_table');
-CALL cp_wait('43_create_tickets_table');
+CALL zt.wait_steps('43_create_tickets_table');
 SELECT zdm.contract('43_create_tickets_table');
 GRANT SELECT, INSERT, UPDATE, DELETE ON tickets TO regress_cp_app;
 GRANT USAGE ON SEQUENCE tickets_ticket_id_seq TO regress_cp_app;
@@ -116,7 +99,7 @@ INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('alice', 1000), ('bob', 
 -- 44_add_table_unique_constraint.json
 SELECT zdm.expand('44_add_table_unique_constraint', $json${"operations": [{"create_constraint": {"type": "unique", "table": "tickets", "name": "unique_zip_name", "columns": ["sellers_name", "sellers_zip"], "up": {"sellers_name": "sellers_name", "sellers_zip": "sellers_zip"}, "down": {"sellers_name": "sellers_name", "sellers_zip": "sellers_zip"}}}]}$json$);
 SELECT zdm.backfill('44_add_table_unique_constraint');
-CALL cp_wait('44_add_table_unique_constraint');
+CALL zt.wait_steps('44_add_table_unique_constraint');
 SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('alice', 1000)$$);
 SET ROLE regress_cp_migrator;
@@ -133,7 +116,7 @@ SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('bob', 0)$$);
 SET ROLE regress_cp_migrator;
 SELECT zdm.backfill('45_add_table_check_constraint');
-CALL cp_wait('45_add_table_check_constraint');
+CALL zt.wait_steps('45_add_table_check_constraint');
 SELECT zdm.contract('45_add_table_check_constraint');
 
 -- 47_add_table_foreign_key_constraint.json
@@ -142,21 +125,21 @@ SET ROLE regress_cp_app;
 SELECT zt.try($$INSERT INTO tickets (sellers_name, sellers_zip) VALUES ('carol', 3000)$$);
 SET ROLE regress_cp_migrator;
 SELECT zdm.backfill('47_add_table_foreign_key_constraint');
-CALL cp_wait('47_add_table_foreign_key_constraint');
+CALL zt.wait_steps('47_add_table_foreign_key_constraint');
 SELECT zdm.contract('47_add_table_foreign_key_constraint');
 SELECT zt.describe('tickets');
 
 -- 48_drop_tickets_check.json
 SELECT zdm.expand('48_drop_tickets_check', $json${"operations": [{"drop_multicolumn_constraint": {"table": "tickets", "name": "check_zip_name", "up": {"sellers_name": "sellers_name", "sellers_zip": "sellers_zip"}, "down": {"sellers_name": "sellers_name", "sellers_zip": "sellers_zip"}}}]}$json$);
 SELECT zdm.backfill('48_drop_tickets_check');
-CALL cp_wait('48_drop_tickets_check');
+CALL zt.wait_steps('48_drop_tickets_check');
 SELECT zdm.contract('48_drop_tickets_check');
 SELECT zt.describe('tickets');
 
 -- 55_add_primary_key_constraint_to_table.json
 SELECT zdm.expand('55_add_primary_key_constraint_to_table', $json${"operations": [{"create_table": {"name": "tasks", "columns": [{"name": "id", "type": "serial"}, {"name": "title", "type": "varchar(255)", "nullable": false}, {"name": "description", "type": "varchar(255)"}, {"name": "deadline", "type": "time with time zone"}]}}, {"create_constraint": {"name": "tasks_pkey", "table": "tasks", "columns": ["id"], "type": "primary_key", "up": {"id": "id"}, "down": {"id": "id"}}}]}$json$);
 SELECT zdm.backfill('55_add_primary_key_constraint_to_table');
-CALL cp_wait('55_add_primary_key_constraint_to_table');
+CALL zt.wait_steps('55_add_primary_key_constraint_to_table');
 SELECT zdm.contract('55_add_primary_key_constraint_to_table');
 SELECT zt.describe('tasks');
 
@@ -164,7 +147,6 @@ SELECT name, phase FROM zdm.status WHERE name ~ '^[0-9][0-9]_' ORDER BY name;
 
 RESET ROLE;
 DROP TABLE tasks, tickets, people, reviews, posts, users, sellers;
-DROP PROCEDURE cp_wait(text, text);
 DELETE FROM zdm.migrations WHERE name ~ '^[0-9][0-9]_';
 REVOKE CREATE ON SCHEMA public FROM regress_cp_migrator;
 REVOKE USAGE ON SCHEMA zt FROM regress_cp_migrator, regress_cp_app;

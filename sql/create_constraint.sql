@@ -30,27 +30,6 @@ GRANT USAGE ON SEQUENCE cc_tickets_ticket_id_seq TO regress_cc_app;
 SELECT zt.describe('cc_tickets') AS tickets_before \gset
 SELECT zt.describe('cc_sellers') AS sellers_before \gset
 
--- The deferred steps run in the background worker once the expand has
--- committed: CALL cc_wait() waits for them (or for a failure), then says
--- the phase.  A procedure, which commits between its looks: CREATE INDEX
--- CONCURRENTLY waits for every transaction older than its own to end.
-CREATE PROCEDURE cc_wait(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-BEGIN
-    FOR i IN 1..12000 LOOP
-        SELECT z.phase, z.deferred_section, z.last_error INTO r FROM zdm.migrations z WHERE z.name = m;
-        COMMIT;
-        IF r.deferred_section IS NULL OR r.phase = 'failed' OR r.last_error IS NOT NULL THEN
-            phase := r.phase;
-            RETURN;
-        END IF;
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-    phase := format('still %s, owing %s steps', r.phase, r.deferred_section);
-END
-$$;
-
 --
 -- 1. check, two columns (pgroll's example 45 without its converting "up"):
 --    NOT VALID at expand, so that every write is checked from then on;
@@ -71,7 +50,7 @@ INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('carol', 4000);
 SELECT zt.try($$INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('carol', -1)$$);
 SELECT zt.try($$UPDATE cc_tickets SET sellers_zip = 0 WHERE sellers_name = 'bob'$$);
 SET ROLE regress_cc_migrator;
-CALL cc_wait('cc_1');
+CALL zt.wait_steps('cc_1');
 SELECT zt.shape('cc_tickets');
 SELECT phase, statement, detail FROM zdm.migration_log WHERE migration = 'cc_1' AND event = 'ddl' ORDER BY id;
 SELECT zdm.contract('cc_1');
@@ -86,7 +65,7 @@ SET ROLE regress_cc_migrator;
 -- (its error kept); contract is refused; rollback drops the constraint.
 INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('dan', -5);
 SELECT zdm.expand('cc_1f', :'check');
-CALL cc_wait('cc_1f');
+CALL zt.wait_steps('cc_1f');
 SELECT phase, last_error, deferred, deferred_done, deferred_total FROM zdm.status WHERE name = 'cc_1f';
 SELECT zt.try($$SELECT zdm.contract('cc_1f')$$);
 SELECT zdm.rollback('cc_1f');
@@ -96,7 +75,7 @@ SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored;
 -- A NO INHERIT check; the columns of the expression are its columns
 -- (they need not be listed).  Rolled back once validated.
 SELECT zdm.expand('cc_1b', '{"operations": [{"create_constraint": {"type": "check", "table": "cc_tickets", "name": "cc_type_known", "check": "ticket_type IN (''paper'', ''digital'')", "no_inherit": true, "up": {}, "down": {}}}]}');
-CALL cc_wait('cc_1b');
+CALL zt.wait_steps('cc_1b');
 SELECT zt.shape('cc_tickets');
 SELECT zdm.rollback('cc_1b');
 SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored;
@@ -124,13 +103,13 @@ SET CONSTRAINTS cc_fk_sellers IMMEDIATE;
 SELECT zt.try($$INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('zed', 1)$$);
 ROLLBACK;
 SET ROLE regress_cc_migrator;
-CALL cc_wait('cc_2');
+CALL zt.wait_steps('cc_2');
 SELECT zt.shape('cc_tickets');
 SELECT zdm.rollback('cc_2');
 SELECT phase, statement FROM zdm.migration_log WHERE migration = 'cc_2' AND event = 'ddl' ORDER BY id;
 -- the same migration expands again: nothing was left behind
 SELECT zdm.expand('cc_2', :'fk');
-CALL cc_wait('cc_2');
+CALL zt.wait_steps('cc_2');
 SELECT zdm.contract('cc_2');
 SELECT zt.shape('cc_tickets');
 -- the foreign key at work: a seller's zip changes (cascade), another goes (set null)
@@ -151,7 +130,7 @@ SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored,
 -- MATCH FULL, and a row it refuses (a NULL name with a zip): VALIDATE
 -- fails (23503), the migration with it.
 SELECT zdm.expand('cc_2f', '{"operations": [{"create_constraint": {"type": "foreign_key", "table": "cc_tickets", "name": "cc_fk_sellers", "columns": ["sellers_name", "sellers_zip"], "references": {"table": "cc_sellers", "columns": ["name", "zip"], "match_type": "FULL"}}}]}');
-CALL cc_wait('cc_2f');
+CALL zt.wait_steps('cc_2f');
 SELECT phase, last_error FROM zdm.status WHERE name = 'cc_2f';
 SELECT zdm.rollback('cc_2f');
 SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored,
@@ -172,7 +151,7 @@ SELECT jsonb_pretty(plan->'deferred') AS deferred, jsonb_pretty(plan->'contract'
   FROM zdm.migrations WHERE name = 'cc_3';
 SELECT zt.try($$SELECT zdm.contract('cc_3')$$);
 COMMIT;
-CALL cc_wait('cc_3');
+CALL zt.wait_steps('cc_3');
 SELECT indexrelid::regclass AS index, indisvalid, indisunique FROM pg_index WHERE indrelid = 'cc_tickets'::regclass ORDER BY 1;
 SET ROLE regress_cc_app;
 SELECT zt.try($$INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('alice', 1000)$$);
@@ -187,9 +166,9 @@ SET ROLE regress_cc_migrator;
 -- Rolled back once built: the worker drops the index (DROP INDEX
 -- CONCURRENTLY) after the rollback commits.
 SELECT zdm.expand('cc_3r', :'unique');
-CALL cc_wait('cc_3r');
+CALL zt.wait_steps('cc_3r');
 SELECT zdm.rollback('cc_3r');
-CALL cc_wait('cc_3r');
+CALL zt.wait_steps('cc_3r');
 SELECT phase, statement, detail FROM zdm.migration_log WHERE migration = 'cc_3r' AND event = 'ddl' ORDER BY id;
 SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored;
 
@@ -197,18 +176,18 @@ SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored;
 -- (which would go on refusing duplicates), and the migration fails.
 INSERT INTO cc_tickets (sellers_name, sellers_zip) VALUES ('bob', 2000);
 SELECT zdm.expand('cc_3f', :'unique');
-CALL cc_wait('cc_3f');
+CALL zt.wait_steps('cc_3f');
 SELECT phase, last_error FROM zdm.status WHERE name = 'cc_3f';
 SELECT count(*) AS indexes_left FROM pg_index WHERE indrelid = 'cc_tickets'::regclass AND NOT indisvalid;
 SELECT zt.try($$SELECT zdm.contract('cc_3f')$$);
 SELECT zdm.rollback('cc_3f');
-CALL cc_wait('cc_3f');
+CALL zt.wait_steps('cc_3f');
 DELETE FROM cc_tickets WHERE ticket_id = (SELECT max(ticket_id) FROM cc_tickets);
 SELECT zt.describe('cc_tickets') = :'tickets_before' AS tickets_restored;
 
 -- deferrable unique: the attach says so, and the constraint is deferrable
 SELECT zdm.expand('cc_3b', '{"operations": [{"create_constraint": {"type": "unique", "table": "cc_tickets", "name": "cc_unique_type", "columns": ["ticket_id", "ticket_type"], "deferrable": true, "initially_deferred": true, "up": {"ticket_type": "ticket_type"}, "down": {"ticket_type": "ticket_type"}}}]}');
-CALL cc_wait('cc_3b');
+CALL zt.wait_steps('cc_3b');
 SELECT zdm.contract('cc_3b');
 SELECT conname, pg_get_constraintdef(oid), condeferrable, condeferred FROM pg_constraint WHERE conname = 'cc_unique_type';
 RESET ROLE;
@@ -235,12 +214,12 @@ COMMIT;
 SET ROLE regress_cc_app;
 SELECT zt.try($$INSERT INTO cc_tasks VALUES (NULL, 'c', 'three')$$);
 SET ROLE regress_cc_migrator;
-CALL cc_wait('cc_4');
+CALL zt.wait_steps('cc_4');
 SELECT zdm.rollback('cc_4');
-CALL cc_wait('cc_4');
+CALL zt.wait_steps('cc_4');
 SELECT zt.describe('cc_tasks') = :'tasks_before' AS tasks_restored;
 SELECT zdm.expand('cc_4b', :'pk');
-CALL cc_wait('cc_4b');
+CALL zt.wait_steps('cc_4b');
 SELECT zdm.contract('cc_4b');
 SELECT zt.describe('cc_tasks');
 SELECT phase, statement FROM zdm.migration_log WHERE migration = 'cc_4b' AND event = 'ddl' ORDER BY id;
@@ -348,7 +327,6 @@ SELECT count(*) AS recorded FROM zdm.migrations WHERE name LIKE 'cc\_bad\_%';
 
 RESET ROLE;
 DROP TABLE cc_attempts, cc_tasks2, cc_tasks, cc_tickets, cc_sellers, cc_parted, cc_private, cc_nokey;
-DROP PROCEDURE cc_wait(text, text);
 DELETE FROM zdm.migrations WHERE name LIKE 'cc\_%';
 REVOKE CREATE ON SCHEMA public FROM regress_cc_migrator;
 REVOKE USAGE ON SCHEMA zt FROM regress_cc_migrator, regress_cc_app;

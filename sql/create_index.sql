@@ -6,7 +6,7 @@
 -- key of pgroll's format, and every error a migration can cause, checked
 -- at expand with nothing changed.  All of it as a migration role.
 --
--- The worker runs beside the suite: CALL zt_ci.settle(name) waits until it
+-- The worker runs beside the suite: CALL zt.wait_steps(name) waits until it
 -- owes the migration nothing (or a step failed) and returns the phase.
 --
 CREATE ROLE regress_ci_migrator;
@@ -15,27 +15,6 @@ CREATE ROLE regress_ci_monitor;
 GRANT pg_monitor TO regress_ci_monitor;
 CREATE SCHEMA zt_ci;
 GRANT USAGE ON SCHEMA zt, zt_ci TO regress_ci_migrator, regress_ci_monitor;
-
--- A procedure that commits between its looks: CREATE INDEX CONCURRENTLY
--- waits for every transaction older than its build (as it would for any
--- client's), so a wait in one long transaction would wait for itself.
-CREATE PROCEDURE zt_ci.settle(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
-DECLARE
-    d text;
-    e text;
-BEGIN
-    FOR i IN 1..1200 LOOP
-        SELECT s.phase, s.deferred, s.last_error INTO phase, d, e FROM zdm.status s WHERE s.name = m;
-        IF d IS NULL OR phase = 'failed' OR e IS NOT NULL THEN
-            RETURN;
-        END IF;
-        COMMIT;
-        PERFORM pg_sleep(0.05);
-        COMMIT;
-    END LOOP;
-    phase := format('%s, still owed %s steps', phase, d);
-END
-$$;
 
 -- Wait (committing between looks) until the deferred-steps worker runs a statement like pattern.
 CREATE PROCEDURE zt_ci.running(pattern text, INOUT seen boolean DEFAULT false) LANGUAGE plpgsql AS $$
@@ -95,7 +74,7 @@ SELECT zt.try($$SELECT zdm.contract('ci_10', force => true)$$);
 -- The backfill's last call returns 0 but leaves the phase "backfilling": the index is next.
 SELECT zdm.backfill('ci_10', 1000);
 SELECT zdm.backfill('ci_10', 1000);
-CALL zt_ci.settle('ci_10');
+CALL zt.wait_steps('ci_10');
 SELECT phase, deferred, deferred_done, deferred_step, last_error FROM zdm.status WHERE name = 'ci_10';
 SELECT * FROM zt_ci.indexes('ci_fruits');
 SELECT event, phase, statement, detail, actor FROM zdm.migration_log
@@ -122,7 +101,7 @@ SELECT zdm.expand('ci_keys', $json${"operations": [
   {"create_index": {"name": "idx_fruits_price", "table": "ci_fruits", "columns": {"price": {"sort": "DESC"}}}}]}$json$);
 SELECT s->>'sql' AS build, s->>'index' AS index, s->>'runs' AS runs, s->>'lock' AS lock
   FROM zdm.migrations, jsonb_array_elements(plan->'deferred') s WHERE name = 'ci_keys';
-CALL zt_ci.settle('ci_keys');
+CALL zt.wait_steps('ci_keys');
 SELECT * FROM zt_ci.indexes('ci_fruits');
 SELECT deferred_done, deferred_total FROM zdm.status WHERE name = 'ci_keys';
 -- The unique index works for clients at once.
@@ -134,12 +113,12 @@ BEGIN;
 SELECT zdm.rollback('ci_keys');
 SELECT phase, deferred, deferred_total FROM zdm.status WHERE name = 'ci_keys';
 COMMIT;
-CALL zt_ci.settle('ci_keys');
+CALL zt.wait_steps('ci_keys');
 SELECT * FROM zt_ci.indexes('ci_fruits');
 SELECT statement FROM zdm.migration_log WHERE migration = 'ci_keys' AND phase = 'rolled_back' AND event = 'ddl' ORDER BY id;
 -- Rolled back, the name expands again.
 SELECT zdm.expand('ci_keys', '{"operations": [{"create_index": {"name": "idx_fruits_id_gt_10", "table": "ci_fruits", "columns": [{"column": "id"}], "predicate": "id > 10"}}]}');
-CALL zt_ci.settle('ci_keys');
+CALL zt.wait_steps('ci_keys');
 SELECT * FROM zt_ci.indexes('ci_fruits');
 
 --
@@ -151,7 +130,7 @@ RESET ROLE;
 INSERT INTO ci_fruits (name) VALUES ('fruit 2');
 SET ROLE regress_ci_migrator;
 SELECT zdm.expand('ci_dup', '{"operations": [{"create_index": {"name": "idx_fruits_name_unique", "table": "ci_fruits", "columns": [{"column": "name"}], "unique": true}}]}');
-CALL zt_ci.settle('ci_dup');
+CALL zt.wait_steps('ci_dup');
 SELECT phase, deferred, deferred_done, last_error FROM zdm.status WHERE name = 'ci_dup';
 SELECT * FROM zt_ci.indexes('ci_fruits');
 SELECT event, statement, detail FROM zdm.migration_log WHERE migration = 'ci_dup' AND event IN ('ddl', 'step_failed') ORDER BY id;
@@ -161,11 +140,11 @@ RESET ROLE;
 DELETE FROM ci_fruits WHERE name = 'fruit 2' AND id > 200;
 SET ROLE regress_ci_migrator;
 SELECT zdm.backfill('ci_dup');
-CALL zt_ci.settle('ci_dup');
+CALL zt.wait_steps('ci_dup');
 SELECT phase, deferred, last_error FROM zdm.status WHERE name = 'ci_dup';
 SELECT * FROM zt_ci.indexes('ci_fruits') AS i WHERE i LIKE '%name_unique%';
 SELECT zdm.rollback('ci_dup');
-CALL zt_ci.settle('ci_dup');
+CALL zt.wait_steps('ci_dup');
 SELECT * FROM zt_ci.indexes('ci_fruits') AS i WHERE i LIKE '%name_unique%';
 
 --
@@ -182,7 +161,7 @@ SELECT backend_type, state, query
   FROM pg_stat_activity WHERE backend_type = 'zdm deferred steps';
 SET ROLE regress_ci_migrator;
 SELECT zdm.rollback('ci_slow');
-CALL zt_ci.settle('ci_slow');
+CALL zt.wait_steps('ci_slow');
 SELECT * FROM zt_ci.indexes('ci_fruits') AS i WHERE i LIKE '%slow%';
 SELECT event, phase, detail FROM zdm.migration_log WHERE migration = 'ci_slow' AND event IN ('retry', 'ddl', 'steps_done') ORDER BY id;
 

@@ -13,24 +13,6 @@ GRANT CREATE ON SCHEMA public TO regress_df_migrator;
 CREATE SCHEMA zt_df;
 GRANT USAGE ON SCHEMA zt, zt_df TO regress_df_migrator;
 
-CREATE PROCEDURE zt_df.settle(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
-DECLARE
-    d text;
-    e text;
-BEGIN
-    FOR i IN 1..1200 LOOP
-        SELECT s.phase, s.deferred, s.last_error INTO phase, d, e FROM zdm.status s WHERE s.name = m;
-        IF d IS NULL OR phase = 'failed' OR e IS NOT NULL THEN
-            RETURN;
-        END IF;
-        COMMIT;
-        PERFORM pg_sleep(0.05);
-        COMMIT;
-    END LOOP;
-    phase := format('%s, still owed %s steps', phase, d);
-END
-$$;
-
 CREATE TABLE df_items (id int PRIMARY KEY, qty int NOT NULL);
 INSERT INTO df_items SELECT g, g FROM generate_series(1, 50) g;
 ALTER TABLE df_items ADD CONSTRAINT df_qty_positive CHECK (qty > 0) NOT VALID;
@@ -54,7 +36,7 @@ RESET ROLE;
 SELECT zt_df.add_step('df_worker', '{"relation": "public.df_items", "lock": "validate", "runs": "worker", "sql": "ALTER TABLE public.df_items VALIDATE CONSTRAINT df_qty_positive"}');
 COMMIT;
 SET ROLE regress_df_migrator;
-CALL zt_df.settle('df_worker');
+CALL zt.wait_steps('df_worker');
 SELECT phase, deferred_done, last_error FROM zdm.status WHERE name = 'df_worker';
 SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'df_items'::regclass AND contype = 'c' ORDER BY conname;
 SELECT event, statement, attempts IS NOT NULL AS lock_journaled, detail FROM zdm.migration_log
@@ -74,16 +56,16 @@ RESET ROLE;
 SELECT zt_df.add_step('df_fail', '{"relation": "public.df_items", "lock": "validate", "runs": "worker", "sql": "ALTER TABLE public.df_items VALIDATE CONSTRAINT df_qty_small"}');
 COMMIT;
 SET ROLE regress_df_migrator;
-CALL zt_df.settle('df_fail');
+CALL zt.wait_steps('df_fail');
 SELECT phase, deferred_done, deferred_total, last_error FROM zdm.status WHERE name = 'df_fail';
 SELECT zt.try($$SELECT zdm.contract('df_fail', force => true)$$);
 UPDATE df_items SET qty = 1 WHERE qty >= 10;
 SELECT zdm.start_backfill('df_fail');
-CALL zt_df.settle('df_fail');
+CALL zt.wait_steps('df_fail');
 SELECT phase, deferred_done, last_error FROM zdm.status WHERE name = 'df_fail';
 SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'df_items'::regclass AND contype = 'c' ORDER BY conname;
 SELECT zdm.rollback('df_fail');
-CALL zt_df.settle('df_fail');
+CALL zt.wait_steps('df_fail');
 
 --
 -- 3. An outside step that is not CREATE/DROP INDEX CONCURRENTLY: the plan
@@ -97,32 +79,31 @@ RESET ROLE;
 UPDATE zdm.migrations SET plan = jsonb_set(plan, '{deferred,0,sql}', '"DROP TABLE public.df_items"') WHERE name = 'df_bad';
 COMMIT;
 SET ROLE regress_df_migrator;
-CALL zt_df.settle('df_bad');
+CALL zt.wait_steps('df_bad');
 SELECT phase, last_error FROM zdm.status WHERE name = 'df_bad';
 SELECT to_regclass('df_items') IS NOT NULL AS df_items_still_there;
 SELECT zdm.rollback('df_bad');
-CALL zt_df.settle('df_bad');
+CALL zt.wait_steps('df_bad');
 
 --
 -- 4. A migration whose rollback's steps are still owed is not expanded
 --    again until they are done.
 --
 SELECT zdm.expand('df_again', '{"operations": [{"create_index": {"name": "df_items_again", "table": "df_items", "columns": [{"column": "qty"}]}}]}');
-CALL zt_df.settle('df_again');
+CALL zt.wait_steps('df_again');
 BEGIN;
 SELECT zdm.rollback('df_again');
 SELECT zt.try($$SELECT zdm.expand('df_again', '{"operations": [{"create_index": {"name": "df_items_again", "table": "df_items", "columns": [{"column": "qty"}]}}]}')$$);
 COMMIT;
-CALL zt_df.settle('df_again');
+CALL zt.wait_steps('df_again');
 SELECT zdm.expand('df_again', '{"operations": [{"create_index": {"name": "df_items_again", "table": "df_items", "columns": [{"column": "qty"}]}}]}');
-CALL zt_df.settle('df_again');
+CALL zt.wait_steps('df_again');
 SELECT phase FROM zdm.status WHERE name = 'df_again';
 
 RESET ROLE;
 DROP TABLE df_items;
 DELETE FROM zdm.migrations WHERE name LIKE 'df\_%';
 DROP FUNCTION zt_df.add_step;
-DROP PROCEDURE zt_df.settle;
 DROP SCHEMA zt_df;
 REVOKE USAGE ON SCHEMA zt FROM regress_df_migrator;
 REVOKE CREATE ON SCHEMA public FROM regress_df_migrator;

@@ -41,7 +41,7 @@ SELECT zdm.contract('di_11', force => true);
 -- Contracted, with the drop still owed to the worker.
 SELECT phase, deferred, deferred_done, deferred_total FROM zdm.status WHERE name = 'di_11';
 COMMIT;
-CALL zt_ci.settle('di_11');
+CALL zt.wait_steps('di_11');
 SELECT phase, deferred, deferred_done, last_error FROM zdm.status WHERE name = 'di_11';
 SELECT * FROM zt_ci.indexes('di_fruits') AS i WHERE i LIKE '%price%';
 SELECT event, phase, statement, detail FROM zdm.migration_log
@@ -69,13 +69,13 @@ RESET ROLE;
 ALTER TABLE di_fruits OWNER TO regress_di_other;
 REVOKE regress_di_other FROM regress_di_migrator;
 SELECT zdm.contract('di_owner', force => true);
-CALL zt_ci.settle('di_owner');
+CALL zt.wait_steps('di_owner');
 SELECT phase, deferred, deferred_done, deferred_total, last_error FROM zdm.status WHERE name = 'di_owner';
 SELECT * FROM zt_ci.indexes('di_fruits') AS i WHERE i LIKE '%lower%';
 ALTER TABLE di_fruits OWNER TO regress_di_migrator;
 SET ROLE regress_di_migrator;
 SELECT zdm.contract('di_owner');
-CALL zt_ci.settle('di_owner');
+CALL zt.wait_steps('di_owner');
 SELECT phase, deferred, last_error FROM zdm.status WHERE name = 'di_owner';
 SELECT * FROM zt_ci.indexes('di_fruits') AS i WHERE i LIKE '%lower%';
 
@@ -110,6 +110,6 @@ DELETE FROM zdm.migrations WHERE name LIKE 'di\_%';
 REVOKE USAGE ON SCHEMA zt, zt_ci FROM regress_di_migrator;
 DROP ROLE regress_di_migrator;
 DROP ROLE regress_di_other;
-DROP PROCEDURE zt_ci.settle, zt_ci.running;
+DROP PROCEDURE zt_ci.running;
 DROP FUNCTION zt_ci.indexes, zt_ci.slow_positive;
 DROP SCHEMA zt_ci;

@@ -15,25 +15,6 @@ GRANT CREATE ON SCHEMA public TO regress_ip_migrator;
 CREATE SCHEMA zt_ip;
 GRANT USAGE ON SCHEMA zt, zt_ip TO regress_ip_migrator;
 
--- Wait, committing between looks, until the worker owes m nothing; the phase.
-CREATE PROCEDURE zt_ip.settle(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
-DECLARE
-    d text;
-    e text;
-BEGIN
-    FOR i IN 1..1200 LOOP
-        SELECT s.phase, s.deferred, s.last_error INTO phase, d, e FROM zdm.status s WHERE s.name = m;
-        IF d IS NULL OR phase = 'failed' OR e IS NOT NULL THEN
-            RETURN;
-        END IF;
-        COMMIT;
-        PERFORM pg_sleep(0.05);
-        COMMIT;
-    END LOOP;
-    phase := format('%s, still owed %s steps', phase, d);
-END
-$$;
-
 -- The lifecycle of one migration: expand, backfill until 0, the deferred
 -- steps, verify, contract, the steps after contract; each phase reached.
 CREATE PROCEDURE zt_ip.lifecycle(m text, definition jsonb, INOUT phases text DEFAULT NULL) LANGUAGE plpgsql AS $$
@@ -46,7 +27,7 @@ BEGIN
         COMMIT;
     END LOOP;
     COMMIT;
-    CALL zt_ip.settle(m, p);
+    CALL zt.wait_steps(m, p);
     phases := p;
     IF zdm.verify(m) <> 0 THEN
         phases := phases || ', verify found rows';
@@ -54,7 +35,7 @@ BEGIN
     END IF;
     PERFORM zdm.contract(m, force => true);
     COMMIT;
-    CALL zt_ip.settle(m, p);
+    CALL zt.wait_steps(m, p);
     phases := phases || ' -> ' || p;
 END
 $$;
@@ -90,7 +71,7 @@ SELECT pg_get_indexdef(indexrelid) AS index, indisvalid FROM pg_index
 RESET ROLE;
 DROP TABLE fruits;
 DELETE FROM zdm.migrations WHERE name ~ '^[0-9][0-9]_';
-DROP PROCEDURE zt_ip.lifecycle, zt_ip.settle;
+DROP PROCEDURE zt_ip.lifecycle;
 DROP SCHEMA zt_ip;
 REVOKE USAGE ON SCHEMA zt FROM regress_ip_migrator;
 REVOKE CREATE ON SCHEMA public FROM regress_ip_migrator;

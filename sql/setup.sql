@@ -87,6 +87,29 @@ BEGIN
 END
 $$;
 
+-- CALL zt.wait_steps(m): wait until the background worker owes migration
+-- m no step, or the migration failed or recorded an error; its phase then
+-- (committing between looks, as zt.settle).
+CREATE PROCEDURE zt.wait_steps(m text, INOUT phase text DEFAULT NULL) LANGUAGE plpgsql AS $$
+DECLARE
+    d text;
+    e text;
+BEGIN
+    FOR i IN 1..1200 LOOP
+        SELECT s.phase, s.deferred, s.last_error INTO phase, d, e FROM zdm.status s WHERE s.name = m;
+        IF d IS NULL OR phase = 'failed' OR e IS NOT NULL THEN
+            RETURN;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.05);
+        COMMIT;
+    END LOOP;
+    phase := format('%s, still owed %s steps', phase, d);
+END
+$$;
+-- The suites' migration roles call them.
+GRANT USAGE ON SCHEMA zt TO PUBLIC;
+
 -- What CREATE EXTENSION made.
 SELECT pg_describe_object(classid, objid, objsubid) AS object
   FROM pg_depend

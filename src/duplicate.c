@@ -328,45 +328,6 @@ fk_action(char action)
 	}
 }
 
-/*
- * Can a foreign key from a column of type fktype reference column pkatt
- * of pkrel through unique index pkindex?  As ATAddForeignKeyConstraint
- * decides it: the index's operator family compares fktype with the key's
- * type, or fktype casts to it implicitly.
- */
-static bool
-type_compares(Oid fktype, Oid pkrel, AttrNumber pkatt, Oid pkindex)
-{
-	HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkindex));
-	Oid			pktype = get_atttype(pkrel, pkatt);
-	Oid			opclass = InvalidOid;
-	bool		isnull;
-
-	fktype = getBaseType(fktype);
-	if (HeapTupleIsValid(itup))
-	{
-		Form_pg_index index = (Form_pg_index) GETSTRUCT(itup);
-		oidvector  *indclass = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, itup,
-																			  Anum_pg_index_indclass,
-																			  &isnull));
-
-		for (int i = 0; i < index->indnkeyatts; i++)
-			if (index->indkey.values[i] == pkatt)
-				opclass = indclass->values[i];
-		ReleaseSysCache(itup);
-	}
-	if (OidIsValid(opclass))
-	{
-		Oid			family = get_opclass_family(opclass);
-
-		pktype = get_opclass_input_type(opclass);
-		if (OidIsValid(get_opfamily_member(family, pktype, fktype, BTEqualStrategyNumber)) &&
-			OidIsValid(get_opfamily_member(family, fktype, fktype, BTEqualStrategyNumber)))
-			return true;
-	}
-	return can_coerce_type(1, &fktype, &pktype, COERCION_IMPLICIT);
-}
-
 /* The referenced column a foreign key pairs the old column with. */
 static AttrNumber
 referenced_column(ZdmColumnCopy *c, HeapTuple tup)
@@ -444,7 +405,7 @@ carry_fkey(ZdmColumnCopy *c, Oid conoid)
 	name = pstrdup(NameStr(con->conname));
 	refuse_partitioned_fkey(c, name);
 	pkatt = referenced_column(c, tup);
-	if (!type_compares(c->typid, con->confrelid, pkatt, con->conindid))
+	if (!zdm_fk_index_compares(c->typid, con->confrelid, pkatt, con->conindid))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("migration \"%s\": foreign key \"%s\" of column \"%s\" of table \"%s\" cannot be carried over to type %s",
@@ -586,7 +547,7 @@ own_fkey(ZdmColumnCopy *c)
 				 errmsg("migration \"%s\": column \"%s\" of table \"%s\" has no unique constraint for a foreign key to reference",
 						c->migration, column, table),
 				 errhint("Reference a primary key or a column with a unique constraint.")));
-	if (!type_compares(c->typid, confrelid, pkatt, pkindex))
+	if (!zdm_fk_index_compares(c->typid, confrelid, pkatt, pkindex))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("migration \"%s\": foreign key \"%s\" cannot reference column \"%s\" of table \"%s\" (type %s) from type %s",
@@ -691,29 +652,6 @@ zdm_dup_constraint_comment(ZdmColumnCopy *c, List **into, Oid conoid, const char
 }
 
 /*
- * Can a foreign key from a column of type fktype reference the new column
- * (type pktype) through a btree index of its default operator class?  As
- * type_compares decides it for an existing index.
- */
-static bool
-new_type_compares(Oid fktype, Oid pktype)
-{
-	Oid			opclass = GetDefaultOpClass(pktype, BTREE_AM_OID);
-
-	fktype = getBaseType(fktype);
-	if (OidIsValid(opclass))
-	{
-		Oid			family = get_opclass_family(opclass);
-
-		pktype = get_opclass_input_type(opclass);
-		if (OidIsValid(get_opfamily_member(family, pktype, fktype, BTEqualStrategyNumber)) &&
-			OidIsValid(get_opfamily_member(family, fktype, fktype, BTEqualStrategyNumber)))
-			return true;
-	}
-	return can_coerce_type(1, &fktype, &pktype, COERCION_IMPLICIT);
-}
-
-/*
  * A foreign key of another table (or another column) that references the
  * old column: the same key on the new column, added NOT VALID and
  * validated by the worker once the new column's unique index is built;
@@ -764,7 +702,8 @@ carry_referencing(ZdmColumnCopy *c, Oid conoid)
 		AttrNumber	fkatt = ((int16 *) ARR_DATA_PTR(keys))[i];
 
 		if (((int16 *) ARR_DATA_PTR(fkeys))[i] == oldatt &&
-			!new_type_compares(get_atttype(con->conrelid, fkatt), c->typid))
+			!zdm_fk_types_compare(get_atttype(con->conrelid, fkatt), c->typid,
+								  GetDefaultOpClass(c->typid, BTREE_AM_OID)))
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("migration \"%s\": foreign key \"%s\" of table \"%s\" cannot reference column \"%s\" of table \"%s\" as type %s",

@@ -178,6 +178,8 @@ extern void expand_constraint_up_down(ExpandState *st, TableWork *tw, const char
 extern ZdmPlanStep *expand_fkey_drop_step(TableWork *tw, Oid confrelid, const char *constraint);
 extern bool expand_json_set(JsonbContainer *obj, const char *key);
 extern void expand_plan_constraint_drop(ExpandState *st, JsonbContainer *op, bool multi);	/* op_drop_constraint.c */
+extern bool zdm_fk_types_compare(Oid fktype, Oid pktype, Oid opclass);
+extern bool zdm_fk_index_compares(Oid fktype, Oid pkrel, AttrNumber pkatt, Oid pkindex);
 
 /* expand_versions.c: the API versions' schemas and views */
 extern bool expand_has_views(ExpandState *st, TableWork *tw);

@@ -327,45 +327,6 @@ referenced_index(Oid relid, AttrNumber *atts, int n)
 	return found;
 }
 
-/*
- * Whether a foreign key column of type fktype can reference column pkatt
- * of the index: the index's operator family compares the two types, or
- * fktype converts to the referenced one implicitly (as PostgreSQL's own
- * check).
- */
-static bool
-fk_type_compares(Oid fktype, Oid pkrel, AttrNumber pkatt, Oid pkindex)
-{
-	HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkindex));
-	Oid			pktype = get_atttype(pkrel, pkatt);
-	Oid			opclass = InvalidOid;
-	bool		isnull;
-
-	fktype = getBaseType(fktype);
-	if (HeapTupleIsValid(itup))
-	{
-		Form_pg_index index = (Form_pg_index) GETSTRUCT(itup);
-		oidvector  *indclass = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, itup,
-																			  Anum_pg_index_indclass,
-																			  &isnull));
-
-		for (int i = 0; i < index->indnkeyatts; i++)
-			if (index->indkey.values[i] == pkatt)
-				opclass = indclass->values[i];
-		ReleaseSysCache(itup);
-	}
-	if (OidIsValid(opclass))
-	{
-		Oid			family = get_opclass_family(opclass);
-
-		pktype = get_opclass_input_type(opclass);
-		if (OidIsValid(get_opfamily_member(family, pktype, fktype, BTEqualStrategyNumber)) &&
-			OidIsValid(get_opfamily_member(family, fktype, fktype, BTEqualStrategyNumber)))
-			return true;
-	}
-	return can_coerce_type(1, &fktype, &pktype, COERCION_IMPLICIT);
-}
-
 static void
 plan_foreign_key(NewConstraint *c)
 {
@@ -482,7 +443,7 @@ plan_foreign_key(NewConstraint *c)
 		int			i = foreach_current_index(lc);
 		Form_pg_attribute att = TupleDescAttr(tw->desc, expand_desc_attnum(tw->desc, lfirst(lc)) - 1);
 
-		if (!fk_type_compares(att->atttypid, rt, ratts[i], index))
+		if (!zdm_fk_index_compares(att->atttypid, rt, ratts[i], index))
 			refuse(c, ERRCODE_DATATYPE_MISMATCH,
 				   psprintf("column \"%s\" (type %s) cannot reference column \"%s\" of table \"%s\" (type %s)",
 							(char *) lfirst(lc), format_type_with_typemod(att->atttypid, att->atttypmod),

@@ -22,15 +22,20 @@
  * columns; a constraint named by only one operation of a migration, and
  * never on a column the migration replaces or drops (that one would take
  * the constraint with it at contract); the plan step that drops a
- * foreign key, which locks the table it references too.
+ * foreign key, which locks the table it references too; whether a foreign
+ * key's column types compare with the key it references (also for the
+ * foreign keys alter_column carries, duplicate.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "expand.h"
 
 #include "access/htup_details.h"
+#include "access/stratnum.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
+#include "parser/parse_coerce.h"
 #include "nodes/primnodes.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
@@ -352,4 +357,49 @@ expand_json_set(JsonbContainer *obj, const char *key)
 		default:
 			return true;
 	}
+}
+
+/*
+ * Can a foreign key column of type fktype reference a key of type pktype
+ * compared by operator class opclass (InvalidOid: none)?  As
+ * ATAddForeignKeyConstraint decides it: the class's operator family
+ * compares the two types, or fktype casts to the key's type implicitly.
+ */
+bool
+zdm_fk_types_compare(Oid fktype, Oid pktype, Oid opclass)
+{
+	fktype = getBaseType(fktype);
+	if (OidIsValid(opclass))
+	{
+		Oid			family = get_opclass_family(opclass);
+
+		pktype = get_opclass_input_type(opclass);
+		if (OidIsValid(get_opfamily_member(family, pktype, fktype, BTEqualStrategyNumber)) &&
+			OidIsValid(get_opfamily_member(family, fktype, fktype, BTEqualStrategyNumber)))
+			return true;
+	}
+	return can_coerce_type(1, &fktype, &pktype, COERCION_IMPLICIT);
+}
+
+/* The same for column pkatt of pkrel, the key of unique index pkindex. */
+bool
+zdm_fk_index_compares(Oid fktype, Oid pkrel, AttrNumber pkatt, Oid pkindex)
+{
+	HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkindex));
+	Oid			opclass = InvalidOid;
+	bool		isnull;
+
+	if (HeapTupleIsValid(itup))
+	{
+		Form_pg_index index = (Form_pg_index) GETSTRUCT(itup);
+		oidvector  *indclass = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, itup,
+																			  Anum_pg_index_indclass,
+																			  &isnull));
+
+		for (int i = 0; i < index->indnkeyatts; i++)
+			if (index->indkey.values[i] == pkatt)
+				opclass = indclass->values[i];
+		ReleaseSysCache(itup);
+	}
+	return zdm_fk_types_compare(fktype, get_atttype(pkrel, pkatt), opclass);
 }
