@@ -758,27 +758,6 @@ record_failure(Owed *o, int i, int n, ZdmPlanStep *step, ErrorData *edata)
 			(errmsg("zdm: migration \"%s\": %s", o->name, error)));
 }
 
-/* Sleep ms, waking for nothing but the end. */
-static void
-steps_sleep(long ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-
-	while (ms > 0)
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
-	}
-}
-
 /*
  * Run what the worker owes one migration: its section's steps from the
  * first not done, each retried while its errors are transient, then close
@@ -838,7 +817,7 @@ run_section(Owed *o, Jsonb *plan)
 			}
 			journal(o->name, "retry", section_phase(o->section), step->sql, -1,
 					psprintf("%s; again in %ld ms", error_text(error), backoff));
-			steps_sleep(backoff);
+			zdm_worker_sleep(backoff);
 			backoff = Min(backoff * 2, BACKOFF_MAX_MS);
 		}
 	}

@@ -494,10 +494,11 @@ serve(WorkItem *item)
 /*
  * Sleep ms, whatever sets the latch meanwhile: a new process starts with
  * its latch set, and a reload or a signal sets it again; each would
- * otherwise cut a rate limit's pause short.
+ * otherwise cut a rate limit's pause short.  (The deferred-steps worker
+ * sleeps its backoff with it too.)
  */
-static void
-worker_sleep(long ms)
+void
+zdm_worker_sleep(long ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
@@ -591,7 +592,7 @@ worker_round(MemoryContext round_cxt)
 	now = GetCurrentTimestamp();
 	if (worker_not_before > now)
 		sleep_ms = Max(sleep_ms, (long) ((worker_not_before - now) / 1000));
-	worker_sleep(sleep_ms);
+	zdm_worker_sleep(sleep_ms);
 	return true;
 }
 

@@ -369,6 +369,7 @@ extern int64 zdm_verify_migration(const ZdmMigration *m);
 
 extern void zdm_worker_register_launcher(void);
 extern bool zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report);
+extern void zdm_worker_sleep(long ms);
 extern bool zdm_steps_worker_start(Oid dboid, TransactionId wait_xid, bool report);
 extern void zdm_worker_apply_nice(const char *what);
 
