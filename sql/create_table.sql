@@ -156,3 +156,42 @@ SELECT zdm.contract('ct_notes');
 SELECT name, phase FROM zdm.status WHERE name LIKE 'ct\_%' ORDER BY name;
 SELECT zt.shape('ct_items');
 SELECT zt.shape('ct_notes');
+
+--
+-- "generated": identity columns (pgroll example 08_create_fruits_table) and
+-- stored generated columns, on a table no client uses yet.
+--
+SELECT zdm.expand('ct_08_create_fruits_table', '{"operations": [{"create_table": {"name": "ct_fruits", "columns": [
+  {"name": "id", "type": "bigint", "pk": true, "generated": {"identity": {"user_specified_values": "BY DEFAULT"}}},
+  {"name": "name", "type": "varchar(255)", "unique": true},
+  {"name": "price", "type": "decimal(10,2)"},
+  {"name": "serial_no", "type": "integer", "generated": {"identity": {"sequence_options": "START WITH 1000 INCREMENT BY 10"}}},
+  {"name": "price_cents", "type": "bigint", "generated": {"expression": "(price * 100)::bigint"}}]}}]}');
+SELECT zt.shape('ct_fruits');
+INSERT INTO ct_fruits (name, price) VALUES ('apple', 1.25), ('pear', 2.5);
+INSERT INTO ct_fruits (id, name, price) VALUES (100, 'fig', 3);
+SELECT * FROM ct_fruits ORDER BY id;
+SELECT zt.try($$INSERT INTO ct_fruits (name, price, serial_no) VALUES ('kiwi', 1, 7)$$);
+SELECT zdm.backfill('ct_08_create_fruits_table');
+SELECT zdm.rollback('ct_08_create_fruits_table');
+SELECT to_regclass('ct_fruits') AS fruits_after_rollback;
+
+-- Mistakes in "generated", each refused at expand, nothing created.
+CREATE TEMP TABLE generated_cases (label text, migration text);
+INSERT INTO generated_cases VALUES
+ ('both kinds',          '{"name": "id", "type": "bigint", "generated": {"expression": "1", "identity": {}}}'),
+ ('neither kind',        '{"name": "id", "type": "bigint", "generated": {}}'),
+ ('nullable identity',   '{"name": "id", "type": "bigint", "nullable": true, "generated": {"identity": {}}}'),
+ ('identity and default','{"name": "id", "type": "bigint", "default": "1", "generated": {"identity": {}}}'),
+ ('bad user values',     '{"name": "id", "type": "bigint", "generated": {"identity": {"user_specified_values": "sometimes"}}}'),
+ ('options not options', '{"name": "id", "type": "bigint", "generated": {"identity": {"sequence_options": "START 1) ; DROP TABLE ct_notes; --"}}}'),
+ ('options a statement', '{"name": "id", "type": "bigint", "generated": {"identity": {"sequence_options": "START 1; SELECT 1"}}}'),
+ ('unknown identity key','{"name": "id", "type": "bigint", "generated": {"identity": {"cycle": true}}}'),
+ ('volatile expression', '{"name": "id", "type": "double precision", "generated": {"expression": "random()"}}'),
+ ('unknown column',      '{"name": "id", "type": "bigint", "generated": {"expression": "nope + 1"}}'),
+ ('two statements',      '{"name": "id", "type": "bigint", "generated": {"expression": "1); DROP TABLE ct_notes; SELECT (1"}}');
+SELECT label, zt.try(format('SELECT zdm.expand(%L, %L)', 'ct_gen_bad',
+       '{"operations": [{"create_table": {"name": "ct_gen", "columns": [' || migration || ']}}]}')) AS result
+  FROM generated_cases;
+SELECT to_regclass('ct_gen') AS ct_gen, to_regclass('ct_notes') IS NOT NULL AS notes_kept,
+       (SELECT count(*) FROM zdm.migrations WHERE name = 'ct_gen_bad') AS recorded;

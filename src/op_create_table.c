@@ -23,6 +23,7 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_type.h"
+#include "parser/parser.h"
 #include "utils/builtins.h"
 #include "utils/formatting.h"
 #include "utils/guc.h"
@@ -30,6 +31,104 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+
+/* A new table's columns may be generated, unlike add_column's. */
+static const char *const column_keys[] = {"name", "type", "nullable", "default", "check", "comment",
+"pk", "unique", "generated", NULL};
+static const char *const column_unsupported[] = {"references", NULL};
+
+/* "sequence_options" must be CREATE SEQUENCE's options, and no more. */
+static void
+check_sequence_options(ExpandState *st, const char *col, const char *options)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *stmts = NIL;
+	bool		ok;
+
+	PG_TRY();
+	{
+		stmts = raw_parser(psprintf("CREATE SEQUENCE zdm_check %s\n", options), RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		stmts = NIL;
+	}
+	PG_END_TRY();
+	ok = list_length(stmts) == 1 &&
+		IsA(((RawStmt *) linitial(stmts))->stmt, CreateSeqStmt) &&
+		strchr(options, ';') == NULL;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("migration \"%s\": \"sequence_options\" of identity column \"%s\" are not sequence options: %s",
+						st->migration, col, options),
+				 errhint("Write them as in CREATE SEQUENCE, e.g. \"START WITH 1000 INCREMENT BY 10\".")));
+}
+
+/*
+ * "generated": an identity column, or a stored generated one.  Either is
+ * fine on a table no client uses yet (on an existing table a stored
+ * generated column would be computed for every row under ACCESS
+ * EXCLUSIVE: add_column refuses it).  "sequence_options" is SQL: it must
+ * parse as CREATE SEQUENCE's options, and nothing else, before it goes
+ * into the statement.  An expression is checked once every column is
+ * known (it may name later ones): *expr gets its text.
+ */
+static char *
+generated_clause(ExpandState *st, JsonbContainer *c, const char *col, bool nullable,
+				 char **expr)
+{
+	static const char *const keys[] = {"expression", "identity", NULL};
+	static const char *const identity_keys[] = {"sequence_options", "user_specified_values", NULL};
+	JsonbContainer *g = zdm_json_object(&st->ctx, c, "generated", true);
+	char	   *expression = zdm_json_string(&st->ctx, g, "expression", false);
+	JsonbContainer *identity;
+	char	   *how,
+			   *options;
+
+	zdm_json_check_keys(&st->ctx, g, "\"generated\"", keys, NULL);
+	*expr = NULL;
+	if (expression && expression[0] != '\0' && zdm_json_has(g, "identity"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": column \"%s\" is both an identity and a generated column",
+						st->migration, col),
+				 errhint("Give \"generated\" either \"expression\" or \"identity\".")));
+	if (expression && expression[0] != '\0')
+	{
+		*expr = expression;
+		return psprintf(" GENERATED ALWAYS AS (%s\n) STORED", expression);
+	}
+	if (!zdm_json_has(g, "identity"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": \"generated\" of column \"%s\" has neither \"expression\" nor \"identity\"",
+						st->migration, col),
+				 errhint("Give {\"identity\": {}} for an identity column, or {\"expression\": \"...\"}.")));
+	if (nullable)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("migration \"%s\": identity column \"%s\" cannot be nullable", st->migration, col),
+				 errhint("Leave \"nullable\" out: an identity column is NOT NULL.")));
+	identity = zdm_json_object(&st->ctx, g, "identity", true);
+	zdm_json_check_keys(&st->ctx, identity, "\"identity\"", identity_keys, NULL);
+	how = zdm_json_string(&st->ctx, identity, "user_specified_values", false);
+	if (how == NULL)
+		how = "ALWAYS";
+	if (strcmp(how, "ALWAYS") != 0 && strcmp(how, "BY DEFAULT") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\": \"user_specified_values\" of identity column \"%s\" must be \"ALWAYS\" or \"BY DEFAULT\", not \"%s\"",
+						st->migration, col, how),
+				 errhint("pgroll's format spells them in capitals.")));
+	options = zdm_json_string(&st->ctx, identity, "sequence_options", false);
+	if (options == NULL || options[0] == '\0')
+		return psprintf(" GENERATED %s AS IDENTITY", how);
+	check_sequence_options(st, col, options);
+	return psprintf(" GENERATED %s AS IDENTITY (%s\n)", how, options);
+}
 
 static void
 plan_create_table(ExpandState *st, JsonbContainer *op)
@@ -41,6 +140,7 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 	List	   *pk = NIL;
 	List	   *checks = NIL;
 	List	   *comments = NIL;
+	List	   *generated = NIL;	/* pairs: column, expression */
 	TableWork  *tw;
 	Oid			nspid;
 	int			ncols = JsonContainerSize(columns);
@@ -95,7 +195,7 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 							st->migration, i + 1, table),
 					 errhint("Each column is an object such as {\"name\": \"id\", \"type\": \"bigint\", \"pk\": true}.")));
 		c = v->val.binary.data;
-		zdm_json_check_keys(&st->ctx, c, "a column", expand_column_keys, expand_column_unsupported);
+		zdm_json_check_keys(&st->ctx, c, "a column", column_keys, column_unsupported);
 		col = zdm_json_string(&st->ctx, c, "name", true);
 		type = zdm_json_string(&st->ctx, c, "type", true);
 		dflt = zdm_json_string(&st->ctx, c, "default", false);
@@ -125,6 +225,22 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 		if (dflt)
 			appendStringInfo(&sql, " DEFAULT %s",
 							 expand_check_default(st, tw, col, dflt, typid, typmod, false));
+		if (zdm_json_has(c, "generated"))
+		{
+			char	   *expr;
+
+			if (dflt)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						 errmsg("migration \"%s\": generated column \"%s\" cannot have a default",
+								st->migration, col),
+						 errhint("Remove \"default\": the column's values are generated.")));
+			appendStringInfoString(&sql, generated_clause(st, c, col,
+														  zdm_json_bool(&st->ctx, c, "nullable", false),
+														  &expr));
+			if (expr)
+				generated = lappend(generated, list_make2(col, expr));
+		}
 		if (is_pk)
 			pk = lappend(pk, col);
 		else if (!zdm_json_bool(&st->ctx, c, "nullable", false))
@@ -138,6 +254,22 @@ plan_create_table(ExpandState *st, JsonbContainer *op)
 							   psprintf("COMMENT ON COLUMN %s.%s IS %s", tw->qualname, qcol(col),
 										quote_literal_cstr(zdm_json_string(&st->ctx, c, "comment", true))));
 		tw->desc = expand_desc_add_column(tw->desc, col, typid, typmod);
+	}
+	/* Generated columns' expressions, now that every column is known. */
+	foreach(lc, generated)
+	{
+		char	   *col = linitial(lfirst(lc));
+		char	   *what = psprintf("generation expression of column \"%s\"", col);
+		AttrNumber	attnum = expand_desc_attnum(tw->desc, col);
+		Form_pg_attribute att = TupleDescAttr(tw->desc, attnum - 1);
+		Node	   *expr = zdm_expr_analyze(st->migration, what, tw->desc, tw->name,
+											lsecond(lfirst(lc)), att->atttypid, att->atttypmod);
+
+		if (contain_mutable_functions(expr))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("migration \"%s\": the %s is not immutable", st->migration, what),
+					 errhint("A stored generated column may use immutable functions only.")));
 	}
 	/* The columns' checks, as table constraints of the new table. */
 	foreach(lc, checks)

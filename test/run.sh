@@ -119,6 +119,8 @@ cp -r sql expected "$work/input/"
 [ -d test/monitoring ] && cp -r test/monitoring "$work/input/monitoring"
 # The runners' recipes (and their npm packages) beside t/, for the runner tests.
 [ -d test/runners ] && cp -r test/runners "$work/input/runners"
+# pgroll's example migrations, for t/030.
+[ -d test/pgroll-examples ] && cp -r test/pgroll-examples "$work/input/pgroll-examples"
 chown -R postgres: "$work" 2>/dev/null || true
 
 # Settings every temporary instance gets.
