@@ -32,6 +32,14 @@
 #          when the migration reaches phase 'backfilled' (ready to
 #          contract), zdm.contract()
 #
+# and, on request (ONLINE_VARIANTS):
+#
+#   prebuilt  the same three objects created before pgbench starts: what
+#          the load costs with the end state alone (each new index is one
+#          more to update on every client UPDATE, whose new row can then
+#          no longer be a HOT update), so that the DDL's own cost can be
+#          told apart from its result's
+#
 # ONLINE_ROUNDS rounds, the variants interleaved (the order rotates every
 # round); the machine is shared, so every figure is also given as the
 # median of the per-round ratios against the same round's none run.
@@ -96,7 +104,7 @@ done
 [ "$DDL_AT" -lt "$DURATION" ] || die "ONLINE_DDL_AT must be less than ONLINE_DURATION"
 [ "${VARIANTS[0]}" = none ] || die "ONLINE_VARIANTS must start with none, the baseline"
 for v in "${VARIANTS[@]}"; do
-    case $v in none|plain|zdm) ;; *) die "no variant $v (none plain zdm)" ;; esac
+    case $v in none|plain|zdm|prebuilt) ;; *) die "no variant $v (none plain zdm prebuilt)" ;; esac
 done
 for o in "${OPS[@]}"; do
     case $o in index|unique|fk) ;; *) die "no operation $o (index unique fk)" ;; esac
@@ -343,6 +351,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         db=run_$v
         psql_db postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE tpl STRATEGY file_copy"
         psql_db "$db" -c "SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['pgbench_accounts', 'pgbench_accounts_pkey', 'pgbench_branches', 'pgbench_branches_pkey', 'pgbench_tellers', 'pgbench_tellers_pkey', 'pgbench_history']::regclass[]) c" >/dev/null
+        if [ "$v" = prebuilt ]; then
+            plain_ddl "$db" "$RUN/prebuilt.tsv" >"$RUN/ddl.out" 2>&1 || { cat "$RUN/ddl.out"; die "prebuilt: the statements failed"; }
+            psql_db "$db" -c 'VACUUM ANALYZE pgbench_accounts'
+        fi
         psql_db "$db" -c CHECKPOINT
         : >"$RUN/marks.tsv"
         [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN/marks.tsv"
@@ -358,7 +370,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             PGAPPNAME=zdm-bench-watch as_pg "$PGBIN/psql" -X -q -At -F $'\t' -h "$SOCK" -p "$PORT" -d "$db" \
             >"$RUN/watch.tsv" 2>"$RUN/watch.err" &
         watch_pid=$!
-        if [ "$v" != none ]; then
+        if [ "$v" = plain ] || [ "$v" = zdm ]; then
             sleep "$DDL_AT"
             if [ "$v" = plain ]; then
                 plain_ddl "$db" "$RUN/marks.tsv" >"$RUN/ddl.out" 2>&1 &
@@ -485,9 +497,9 @@ report() {
     echo "(latency in ms, nearest rank; medians over the rounds; paired = median of the per-round ratios to none)"
     echo
     echo "Whole run:"
-    printf '%-6s %8s %7s %8s %8s %7s %9s %7s %9s %9s %8s %7s %8s\n' variant tps paired p50 p99 paired "max" paired "over 1 s" "failed" aborted stalled "max max"
+    printf '%-8s %8s %7s %8s %8s %7s %9s %7s %9s %9s %8s %7s %8s\n' variant tps paired p50 p99 paired "max" paired "over 1 s" "failed" aborted stalled "max max"
     for v in "${VARIANTS[@]}"; do
-        printf '%-6s %8s %6sx %8s %8s %6sx %9s %6sx %9s %9s %8s %7s %8s\n' "$v" \
+        printf '%-8s %8s %6sx %8s %8s %6sx %9s %6sx %9s %9s %8s %7s %8s\n' "$v" \
             "$(values "$v" tps | median)" "$(ratios "$v" tps tps | median | awk '{ printf "%.2f", $1 }')" \
             "$(values "$v" p50 | median)" "$(values "$v" p99 | median)" "$(ratios "$v" p99 p99 | median | awk '{ printf "%.2f", $1 }')" \
             "$(values "$v" max | median)" "$(ratios "$v" max max | median | awk '{ printf "%.1f", $1 }')" \
@@ -499,7 +511,7 @@ report() {
     echo "In the DDL's window (plain: first statement to last; zdm: expand to the end of contract), against none over the same seconds:"
     printf '%-6s %9s %8s %7s %8s %7s %9s %7s %9s %7s\n' variant "window s" tps paired p99 paired "max" paired "over 1 s" failed
     for v in "${VARIANTS[@]}"; do
-        [ "$v" != none ] || continue
+        [ "$v" = plain ] || [ "$v" = zdm ] || continue
         printf '%-6s %9s %8s %6sx %8s %6sx %9s %6sx %9s %7s\n' "$v" \
             "$(values "$v" ddl_s | median)" "$(values "$v" w_tps | median)" "$(window_ratios "$v" tps | median | awk '{ printf "%.2f", $1 }')" \
             "$(values "$v" w_p99 | median)" "$(window_ratios "$v" p99 | median | awk '{ printf "%.2f", $1 }')" \
@@ -568,7 +580,7 @@ plot_max=
 for v in "${VARIANTS[@]}"; do
     f=$DIR/r$pr-$v/per_second.tsv
     [ -f "$f" ] || continue
-    case $v in none) c='#2ca02c' ;; plain) c='#d62728' ;; zdm) c='#1f5fa8' ;; esac
+    case $v in none) c='#2ca02c' ;; plain) c='#d62728' ;; zdm) c='#1f5fa8' ;; *) c='#9467bd' ;; esac
     plot_tps+="${plot_tps:+, }'$f' using (\$1 + 0.5):2 with steps lw 1.5 lc rgb '$c' title '$v'"
     plot_p99+="${plot_p99:+, }'$f' using (\$1 + 0.5):4 with steps lw 1.5 lc rgb '$c' title '$v'"
     plot_max+="${plot_max:+, }'$f' using (\$1 + 0.5):5 with points pt 7 ps 0.5 lc rgb '$c' title '$v'"
