@@ -454,7 +454,7 @@ server_started=
 col() {   # results.tsv column number of a name
     head -n 1 "$DIR/results.tsv" | tr '\t' '\n' | awk -v c="$1" '$0 == c { print NR; exit }'
 }
-median() { sort -g | awk '{ x[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ x[NR] = $1 } END { if (NR == 0) print "-"; else printf "%.2f\n", (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2 }'; }
 values() {   # variant, column name: one value per round
     awk -F'\t' -v v="$1" -v c="$(col "$2")" 'NR > 1 && $2 == v && $c != "-" { print $c }' "$DIR/results.tsv"
 }
