@@ -5,11 +5,14 @@ MODULE_big  = zdm
 OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/catalog.o src/expand.o src/expand_util.o src/expand_versions.o \
               src/plan_build.o src/op_add_column.o src/op_alter_column.o \
-              src/op_drop_column.o src/op_create_table.o src/trigger.o src/backfill.o \
+              src/op_drop_column.o src/op_create_table.o src/op_create_constraint.o \
+              src/op_create_index.o src/op_drop_index.o \
+              src/op_drop_constraint.o src/op_drop_multicolumn_constraint.o \
+              src/op_rename_constraint.o src/table_constraints.o src/trigger.o src/backfill.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
               src/wait.o src/subquery.o src/dependents.o src/duplicate.o \
-              src/replication.o
+              src/replication.o src/deferred.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.
@@ -17,6 +20,8 @@ DATA        = $(wildcard sql/zdm--*.sql)
 
 # pg_regress suites (sql/NAME.sql -> expected/NAME.out), in order.
 REGRESS     = setup upgrade expand add_column alter_column alter_keep alter_pgroll drop_column create_table \
+              create_constraint drop_constraint drop_multicolumn_constraint rename_constraint constraints_pgroll \
+              create_index drop_index index_pgroll deferred \
               trigger backfill worker contract rollback versions gate errors corrupt inline \
               schema_only wait replication
 REGRESS_OPTS = --inputdir=. --load-extension=zdm

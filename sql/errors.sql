@@ -20,7 +20,7 @@ INSERT INTO attempts VALUES
  ('operation not object', $$SELECT zdm.expand('e1', '{"operations": ["add_column"]}')$$),
  ('two kinds in one',     $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {}, "drop_column": {}}]}')$$),
  ('unknown operation',    $$SELECT zdm.expand('e1', '{"operations": [{"add_colum": {"table": "er_orders"}}]}')$$),
- ('unsupported operation',$$SELECT zdm.expand('e1', '{"operations": [{"create_index": {"table": "er_orders", "name": "i", "columns": ["note"]}}]}')$$),
+ ('unsupported operation',$$SELECT zdm.expand('e1', '{"operations": [{"set_replica_identity": {"table": "er_orders", "identity": {"type": "full"}}}]}')$$),
  ('missing field',        $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {"table": "er_orders"}}]}')$$),
  ('wrong field type',     $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {"table": "er_orders", "column": {"name": 7, "type": "int"}}}]}')$$),
  ('empty string field',   $$SELECT zdm.expand('e1', '{"operations": [{"add_column": {"table": "", "column": {"name": "x", "type": "int"}}}]}')$$),

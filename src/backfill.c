@@ -479,11 +479,22 @@ zdm_backfill_batch(const char *name, int32 batch)
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
 		write_checkpoint(name, idx, NULL, 0, 0, 0, 0);
-		/* Done: the worker has nothing left to do for it. */
+		/* Done: the backfill worker has nothing left to do for it. */
 		zdm_state_exec("UPDATE zdm.migrations SET worker_requested = false, paused = false,"
 					   " throttle_reason = NULL WHERE name = $1",
 					   1, types, values, NULL, false, 0);
-		zdm_migration_set_phase(name, "backfilled", NULL);
+
+		/*
+		 * Its deferred steps (an index to build) come next, in the
+		 * deferred-steps worker, started (or woken) here once this
+		 * transaction commits; the migration stays "backfilling" until they
+		 * are done (deferred.c).  Calling this again starts that worker
+		 * again, which is how a loop resumes steps a crash interrupted.
+		 */
+		if (zdm_deferred_owed(name, "deferred") != NULL)
+			zdm_deferred_wake(name, false);
+		else
+			zdm_migration_set_phase(name, "backfilled", NULL);
 	}
 	return rows;
 }

@@ -49,6 +49,25 @@ run_steps_as_author(ZdmMigration *m, const char *phase, const char *section,
 }
 
 /*
+ * Called again on a contracted (rolled back) migration whose steps in the
+ * background worker are not done (a worker killed, a server restarted, or
+ * a step that failed): start the worker again (deferred.c).
+ */
+static void
+resume_steps(const char *name, const char *section)
+{
+	char	   *owed = zdm_deferred_owed(name, section);
+
+	if (owed == NULL)
+		return;
+	ereport(NOTICE,
+			(errmsg("migration \"%s\": %s; the background worker runs it again", name, owed)));
+	zdm_state_exec("UPDATE zdm.migrations SET last_error = NULL WHERE name = $1",
+				   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)}, NULL, false, 0);
+	zdm_deferred_wake(name, true);
+}
+
+/*
  * Whether a migration may be contracted now; false (with a NOTICE) when it
  * is contracted already.  *upstream: a subscriber's migration whose rows
  * the publisher's backfill converts through replication.
@@ -77,6 +96,25 @@ contract_ready(const char *name, ZdmMigration *m, bool *upstream)
 						 "backfill, wait for old clients to go, then contract.")));
 	if (strcmp(m->phase, "backfilled") != 0)
 	{
+		/* Steps of the worker's still to run (deferred.c)? */
+		char	   *owed = zdm_deferred_owed(name, "deferred");
+
+		if (owed != NULL && strcmp(m->phase, "failed") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" cannot be contracted: %s", name, owed),
+					 errhint("See last_error in zdm.status; fix the cause and run the steps again with "
+							 "zdm.start_backfill('%s'), or roll the migration back with zdm.rollback('%s').",
+							 name, name)));
+		if (owed != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" cannot be contracted yet: %s", name, owed),
+					 errdetail("The background worker runs the migration's deferred steps once its backfill is done; "
+							   "the phase becomes \"backfilled\" when they are."),
+					 errhint("Wait until zdm.status shows phase \"backfilled\" (deferred_step shows the step in progress); "
+							 "SELECT zdm.start_backfill('%s') starts the worker if none runs.", name)));
+
 		/*
 		 * On a subscriber the publisher's backfill converts the rows through
 		 * replication: no backfill here, zdm.verify judges (replication.c).
@@ -110,7 +148,10 @@ contract_one(const char *name, bool force)
 	 */
 	zdm_require_migration(name, &m, false);
 	if (!contract_ready(name, &m, &upstream))
+	{
+		resume_steps(name, "contract");
 		return false;
+	}
 	zdm_repl_check_removal(&m, "contract", "contract");
 
 	zdm_require_migration(name, &m, true);
@@ -149,6 +190,8 @@ contract_one(const char *name, bool force)
 					  "converted through logical replication: zdm.verify found no row to convert");
 	}
 	run_steps_as_author(&m, "contracted", "contract", &claimed);
+	/* the rest once this transaction commits (deferred.c) */
+	zdm_deferred_owe(name, "contract", list_length(zdm_worker_steps(name, m.plan, "contract")));
 	if (m.version_old)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
@@ -260,6 +303,7 @@ zdm_rollback(PG_FUNCTION_ARGS)
 	zdm_require_migration(name, &m, false);
 	if (!rollback_ready(name, &m))
 	{
+		resume_steps(name, "rollback");
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
@@ -274,6 +318,11 @@ zdm_rollback(PG_FUNCTION_ARGS)
 	zdm_claim_plan(name, m.plan, "rollback", &claimed);
 	run_steps_as_author(&m, "rolled_back", "rollback", &claimed);
 	zdm_migration_set_phase(name, "rolled_back", NULL);
+	/*
+	 * The rest once this transaction commits (deferred.c); deferred steps
+	 * still owed are given up (a build in progress is cancelled).
+	 */
+	zdm_deferred_owe(name, "rollback", list_length(zdm_worker_steps(name, m.plan, "rollback")));
 	/* Versions only this migration knew are forgotten with it. */
 	zdm_state_exec("DELETE FROM zdm.api_versions v WHERE v.version IN ($2, $3)"
 				   "   AND NOT EXISTS (SELECT 1 FROM zdm.migrations o WHERE o.name <> $1"

@@ -29,6 +29,8 @@
 
 #include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 
@@ -48,8 +50,8 @@ zdm_run_ddl(const char *migration, const char *phase, const char *sql,
 	zdm_log_event(migration, "ddl", phase, sql, lock, zdm_ms_since(start), NULL);
 }
 
-static LOCKMODE
-lockmode_from_name(const char *name)
+LOCKMODE
+zdm_lockmode_from_name(const char *name)
 {
 	if (strcmp(name, "exclusive") == 0)
 		return AccessExclusiveLock;
@@ -63,8 +65,8 @@ lockmode_from_name(const char *name)
 }
 
 /* The OID of a relation named in a plan, or a clear error. */
-static Oid
-plan_relation(const char *migration, const char *relation)
+Oid
+zdm_plan_relation(const char *migration, const char *relation)
 {
 	RangeVar   *rv = makeRangeVarFromNameList(stringToQualifiedNameList(relation));
 	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
@@ -75,6 +77,24 @@ plan_relation(const char *migration, const char *relation)
 				 errmsg("migration \"%s\": table %s no longer exists", migration, relation),
 				 errhint("The table was dropped or renamed outside zdm; restore it, or remove the migration's row from zdm.migrations by hand.")));
 	return relid;
+}
+
+/*
+ * The table a step's ALTER TABLE changes, when it is not the table the
+ * step names, or InvalidOid.  A step dropping a foreign key names the
+ * referenced table, whose ACCESS EXCLUSIVE lock the drop takes too, and
+ * its statement the table the key is on: both are claimed and locked.
+ */
+static Oid
+step_altered_table(ZdmPlanStep *step)
+{
+	List	   *raw = raw_parser(step->sql, RAW_PARSE_DEFAULT);
+	Node	   *stmt = list_length(raw) == 1 ? ((RawStmt *) linitial(raw))->stmt : NULL;
+
+	if (stmt == NULL || !IsA(stmt, AlterTableStmt) ||
+		((AlterTableStmt *) stmt)->objtype != OBJECT_TABLE)
+		return InvalidOid;
+	return RangeVarGetRelid(((AlterTableStmt *) stmt)->relation, NoLock, true);
 }
 
 /*
@@ -93,7 +113,13 @@ zdm_claim_plan(const char *migration, Jsonb *plan, const char *section,
 		ZdmPlanStep *step = lfirst(lc);
 
 		if (step->relation != NULL)
-			relids = list_append_unique_oid(relids, plan_relation(migration, step->relation));
+		{
+			Oid			altered = step_altered_table(step);
+
+			relids = list_append_unique_oid(relids, zdm_plan_relation(migration, step->relation));
+			if (OidIsValid(altered))
+				relids = list_append_unique_oid(relids, altered);
+		}
 	}
 	zdm_claim_relations(migration, relids, stats);
 }
@@ -128,8 +154,14 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 	{
 		ZdmPlanStep *step = lfirst(lc);
 
-		if (step->relation != NULL && lockmode_from_name(step->lock) == AccessExclusiveLock)
-			exclusive = list_append_unique_oid(exclusive, plan_relation(migration, step->relation));
+		if (step->relation != NULL && zdm_lockmode_from_name(step->lock) == AccessExclusiveLock)
+		{
+			Oid			altered = step_altered_table(step);
+
+			exclusive = list_append_unique_oid(exclusive, zdm_plan_relation(migration, step->relation));
+			if (OidIsValid(altered))
+				exclusive = list_append_unique_oid(exclusive, altered);
+		}
 	}
 
 	foreach(lc, steps)
@@ -143,7 +175,7 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		{
 			/* A step on no table (a schema) needs no table lock. */
 		}
-		else if (lockmode_from_name(lock) == AccessExclusiveLock)
+		else if (zdm_lockmode_from_name(lock) == AccessExclusiveLock)
 		{
 			/*
 			 * Waiting for one table while holding another's ACCESS EXCLUSIVE
@@ -157,8 +189,8 @@ zdm_run_plan_steps(const char *migration, const char *phase, Jsonb *plan,
 		else if (held_rel == NULL || strcmp(held_rel, relation) != 0 ||
 				 strcmp(held_lock, lock) != 0)
 		{
-			zdm_lock_relations(migration, list_make1_oid(plan_relation(migration, relation)),
-							   lockmode_from_name(lock), &stats);
+			zdm_lock_relations(migration, list_make1_oid(zdm_plan_relation(migration, relation)),
+							   zdm_lockmode_from_name(lock), &stats);
 			held_rel = relation;
 			held_lock = lock;
 		}

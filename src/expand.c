@@ -68,6 +68,12 @@ static const ZdmOpKind *const op_kinds[] = {
 	&zdm_op_alter_column,
 	&zdm_op_drop_column,
 	&zdm_op_create_table,
+	&zdm_op_create_constraint,
+	&zdm_op_drop_constraint,
+	&zdm_op_drop_multicolumn_constraint,
+	&zdm_op_rename_constraint,
+	&zdm_op_create_index,
+	&zdm_op_drop_index,
 	NULL
 };
 
@@ -82,9 +88,7 @@ op_kind(const char *name)
 
 /* pgroll's other operations: known, not implemented yet. */
 static const char *const op_unsupported[] = {
-	"drop_table", "rename_table", "rename_column", "create_index", "drop_index",
-	"create_constraint", "drop_constraint", "drop_multicolumn_constraint",
-	"rename_constraint", "sql", "set_replica_identity", NULL
+	"drop_table", "rename_table", "rename_column", "sql", "set_replica_identity", NULL
 };
 
 /*
@@ -202,7 +206,7 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("migration \"%s\": operation %d (%s) is not supported by zdm yet",
 								st->migration, i + 1, st->ctx.opname),
-						 errhint("zdm supports create_table, add_column, alter_column with a new \"name\", and drop_column.")));
+						 errhint("The README lists the operations zdm runs (Operations); apply this one with plain SQL.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("migration \"%s\": operation %d has unknown kind \"%s\"",
@@ -228,6 +232,16 @@ expand_check_operations(ExpandState *st, JsonbContainer *ops)
 								st->migration, (char *) list_nth(tw->check_refs, i),
 								(char *) list_nth(tw->check_refs, i + 1), tw->name),
 						 errhint("Name the new column instead, or leave that column out of the check; contract would drop the check with it.")));
+
+		/* Likewise a constraint a constraint operation creates, drops or renames. */
+		for (int i = 0; i + 1 < list_length(tw->constraint_refs); i += 2)
+			if (zdm_str_in_list(tw->touched, list_nth(tw->constraint_refs, i + 1)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+						 errmsg("migration \"%s\": constraint \"%s\" names column \"%s\" of table \"%s\", which the migration replaces or drops",
+								st->migration, (char *) list_nth(tw->constraint_refs, i),
+								(char *) list_nth(tw->constraint_refs, i + 1), tw->name),
+						 errhint("Change the constraint in a migration of its own: contract drops the old column with what is on it.")));
 	}
 }
 
@@ -383,7 +397,7 @@ zdm_expand(PG_FUNCTION_ARGS)
 	ExpandState st;
 	Jsonb	   *definition;
 	JsonbContainer *ops;
-	ZdmMigration existing;
+	ZdmMigration existing = {0};
 	char	   *name;
 	char	   *replication;
 
@@ -420,7 +434,20 @@ zdm_expand(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	if (zdm_migration_fetch(name, false, &existing) && strcmp(existing.phase, "rolled_back") != 0)
+	if (zdm_migration_fetch(name, false, &existing) && strcmp(existing.phase, "rolled_back") == 0)
+	{
+		/* Its rollback's own background steps first (deferred.c). */
+		char	   *owed = zdm_deferred_owed(name, "rollback");
+
+		if (owed != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("migration \"%s\" is still being rolled back: %s", name, owed),
+					 errdetail("Its rollback left steps to the background worker, which has not finished them."),
+					 errhint("Expand it again once zdm.status shows no deferred step for it; "
+							 "SELECT zdm.rollback('%s') starts the worker again if none runs.", name)));
+	}
+	else if (existing.phase != NULL)
 	{
 		bool		same = DatumGetBool(DirectFunctionCall2(jsonb_eq,
 														   JsonbPGetDatum(existing.definition),
@@ -462,6 +489,15 @@ zdm_expand(PG_FUNCTION_ARGS)
 	/* 3. applying: all of it, with the state row, or none of it */
 	expand_apply(&st);
 	expand_save_state(&st, definition);
+	/* what the worker runs once this transaction commits (deferred.c) */
+	{
+		int			ndeferred = 0;
+		ListCell   *lc;
+
+		foreach(lc, st.tables)
+			ndeferred += list_length(((TableWork *) lfirst(lc))->deferred);
+		zdm_deferred_owe(name, "deferred", ndeferred);
+	}
 	if (replication != NULL)
 		zdm_log_event(name, "replication", "expanded", NULL, NULL, -1, replication);
 

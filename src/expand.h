@@ -82,6 +82,11 @@ typedef struct TableWork
 	bool		old_view_created;	/* expand created the old version's view */
 	List	   *check_refs;		/* alter_column "check": pairs of constraint
 								 * and a column it names */
+	List	   *constraint_names;	/* constraints a constraint operation
+									 * creates, drops or renames (each once) */
+	List	   *constraint_refs;	/* pairs: such a constraint and a column
+									 * it names (not to be replaced or dropped) */
+	bool		adds_primary_key;	/* a create_constraint adds one */
 	List	   *hidden_in_new;	/* old columns the new version no longer sees */
 	List	   *new_physical;	/* new columns, physical names ... */
 	List	   *new_visible;	/* ... and the names the new version sees */
@@ -101,6 +106,8 @@ typedef struct ExpandState
 	List	   *schemas;		/* version schemas to create */
 	ZdmLockStats claim;			/* waits for the tables' claims */
 	ZdmSpecCtx	ctx;
+	List	   *relnames;		/* "schema.name" of the relations (indexes)
+								 * the operations create */
 } ExpandState;
 
 /* An operation kind. */
@@ -118,6 +125,12 @@ extern const ZdmOpKind zdm_op_add_column;
 extern const ZdmOpKind zdm_op_alter_column;
 extern const ZdmOpKind zdm_op_drop_column;
 extern const ZdmOpKind zdm_op_create_table;
+extern const ZdmOpKind zdm_op_create_constraint;
+extern const ZdmOpKind zdm_op_drop_constraint;
+extern const ZdmOpKind zdm_op_drop_multicolumn_constraint;
+extern const ZdmOpKind zdm_op_rename_constraint;
+extern const ZdmOpKind zdm_op_create_index;
+extern const ZdmOpKind zdm_op_drop_index;
 
 static inline char *
 qcol(const char *col)
@@ -132,6 +145,8 @@ extern TupleDesc expand_desc_add_column(TupleDesc desc, const char *col, Oid typ
 extern void expand_resolve_type(ExpandState *st, const char *typname, const char *colname,
 								Oid *typid, int32 *typmod, char **typname_out);
 extern TableWork *expand_table_work(ExpandState *st, const char *table, bool must_exist);
+extern TableWork *expand_table_work_relid(ExpandState *st, Oid relid, const char *table, bool must_exist);
+extern void expand_claim_relname(ExpandState *st, const char *schema, const char *name, const char *what);
 extern Form_pg_attribute expand_existing_column(ExpandState *st, TableWork *tw, const char *col);
 extern void expand_claim_column(ExpandState *st, TableWork *tw, const char *col);
 extern void expand_find_backfill_key(ExpandState *st, TableWork *tw);
@@ -146,6 +161,20 @@ extern ZdmPlanStep *expand_step(const char *relation, const char *lock, const ch
 								const char *sql);
 extern const char *const expand_column_keys[];
 extern const char *const expand_column_unsupported[];
+
+/* table_constraints.c: what the constraint operations share */
+extern char *expand_qualified_rel(Oid relid);
+extern Oid	expand_constraint_oid(ExpandState *st, TableWork *tw, const char *name, bool must_exist);
+extern List *expand_constraint_columns(Oid conoid);
+extern void expand_claim_constraint(ExpandState *st, TableWork *tw, const char *name,
+									List *columns);
+extern void expand_check_constraint_name(ExpandState *st, TableWork *tw, const char *name,
+										 bool index_backed);
+extern void expand_constraint_up_down(ExpandState *st, TableWork *tw, const char *constraint,
+									  List *columns, JsonbContainer *op, bool maps);
+extern ZdmPlanStep *expand_fkey_drop_step(TableWork *tw, Oid confrelid, const char *constraint);
+extern bool expand_json_set(JsonbContainer *obj, const char *key);
+extern void expand_plan_constraint_drop(ExpandState *st, JsonbContainer *op, bool multi);	/* op_drop_constraint.c */
 
 /* expand_versions.c: the API versions' schemas and views */
 extern bool expand_has_views(ExpandState *st, TableWork *tw);

@@ -127,7 +127,18 @@ expand_table_work(ExpandState *st, const char *table, bool must_exist)
 {
 	RangeVar   *rv = makeRangeVar(st->schema ? pstrdup(st->schema) : NULL,
 								  pstrdup(table), -1);
-	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+	return expand_table_work_relid(st, RangeVarGetRelid(rv, NoLock, true), table, must_exist);
+}
+
+/*
+ * Find or open the TableWork of a table known by its OID (InvalidOid: not
+ * found), named table in the operation: an operation that names an index
+ * finds its table so.
+ */
+TableWork *
+expand_table_work_relid(ExpandState *st, Oid relid, const char *table, bool must_exist)
+{
 	TableWork  *tw;
 	Relation	rel;
 	ListCell   *lc;
@@ -218,6 +229,38 @@ expand_existing_column(ExpandState *st, TableWork *tw, const char *col)
 				 errhint("Change each column once per migration; split the rest into a later migration.")));
 	tw->touched = lappend(tw->touched, pstrdup(col));
 	return TupleDescAttr(tw->reldesc, attnum - 1);
+}
+
+/*
+ * Claim the name of a relation the migration creates in a schema (an
+ * index), refusing one that is too long or taken, by a relation there or
+ * by another operation of the migration; what: "index", for messages.
+ */
+void
+expand_claim_relname(ExpandState *st, const char *schema, const char *name, const char *what)
+{
+	char	   *full = psprintf("%s.%s", schema, name);
+
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("migration \"%s\": %s: %s name must not be empty", st->migration, st->ctx.opname, what),
+				 errhint("Name the %s.", what)));
+	/* PostgreSQL would truncate it with a NOTICE: later steps would name another */
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("migration \"%s\": %s name \"%s\" is too long", st->migration, what, name),
+				 errhint("Names are at most %d bytes.", NAMEDATALEN - 1)));
+	if (zdm_str_in_list(st->relnames, full) ||
+		OidIsValid(get_relname_relid(name, get_namespace_oid(schema, false))))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("migration \"%s\": %s: relation \"%s\" already exists in schema \"%s\"",
+						st->migration, st->ctx.opname, name, schema),
+				 errhint("Choose another name for the %s; an index shares its names with the schema's tables, views and sequences.",
+						 what)));
+	st->relnames = lappend(st->relnames, full);
 }
 
 /* Claim a new column name, refusing a clash. */

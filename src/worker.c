@@ -38,12 +38,17 @@
  * an exiting worker releases it and then looks once more for work, so a
  * request committed while it was deciding to leave is never lost.
  *
+ * A database's other worker, the deferred-steps worker (deferred.c: index
+ * builds and the like, which may take hours), is a process of its own, so
+ * that it holds up no backfill; start_worker() starts both kinds.
+ *
  * zdm.start_backfill starts a worker as a dynamic background worker; it
  * first waits for the requesting transaction to end, so it starts work
  * only once that has committed, and a rollback cancels the request.  With
  * shared_preload_libraries = 'zdm', the launcher (a static worker) starts
- * a worker for every database every zdm.launcher_naptime, which resumes
- * requested backfills after a restart or a crash with no one calling.
+ * both workers for every database every zdm.launcher_naptime, which resume
+ * requested backfills and owed steps after a restart or a crash with no
+ * one calling.
  *
  *-------------------------------------------------------------------------
  */
@@ -149,12 +154,15 @@ hold_back(const char *name, long ms)
 /* ---------- starting workers ---------- */
 
 /*
- * Start the backfill worker of a database.  wait_xid: the transaction
- * whose end it waits for before working.  report: raise an error when no
- * worker slot is free (else just return false).
+ * Start one of a database's workers as a dynamic background worker: the
+ * backfill worker (zdm_worker_main) or the deferred-steps worker
+ * (zdm_steps_main, deferred.c).  wait_xid: the transaction whose end it
+ * waits for before working.  report: raise an error when no worker slot
+ * is free (else just return false).
  */
-bool
-zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report)
+static bool
+start_worker(const char *function, const char *name, const char *type,
+			 Oid dboid, TransactionId wait_xid, bool report)
 {
 	BackgroundWorker w;
 	BackgroundWorkerHandle *handle;
@@ -164,9 +172,9 @@ zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report)
 	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	w.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(w.bgw_library_name, BGW_MAXLEN, "zdm");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "zdm_worker_main");
-	snprintf(w.bgw_name, BGW_MAXLEN, "zdm backfill worker for database %u", dboid);
-	snprintf(w.bgw_type, BGW_MAXLEN, "zdm backfill");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(w.bgw_name, BGW_MAXLEN, "%s for database %u", name, dboid);
+	snprintf(w.bgw_type, BGW_MAXLEN, "%s", type);
 	w.bgw_main_arg = ObjectIdGetDatum(dboid);
 	memcpy(w.bgw_extra, &wait_xid, sizeof(TransactionId));
 
@@ -175,9 +183,41 @@ zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report)
 	if (report)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start the zdm backfill worker: no background worker slot is free"),
+				 errmsg("could not start the %s: no background worker slot is free", name),
 				 errhint("Raise max_worker_processes (a restart is needed), or run SELECT zdm.backfill(name) in a loop.")));
 	return false;
+}
+
+/* Start the backfill worker of a database (see start_worker). */
+bool
+zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report)
+{
+	return start_worker("zdm_worker_main", "zdm backfill worker", "zdm backfill",
+						dboid, wait_xid, report);
+}
+
+/* Start the deferred-steps worker of a database (see start_worker, deferred.c). */
+bool
+zdm_steps_worker_start(Oid dboid, TransactionId wait_xid, bool report)
+{
+	return start_worker("zdm_steps_main", "zdm deferred-steps worker", "zdm deferred steps",
+						dboid, wait_xid, report);
+}
+
+/*
+ * Yield the CPUs to client backends: a batch (or an index build) that
+ * competes with them on equal terms takes a whole core from a small
+ * server, and the clients' tail latency shows it.  Lowering one's own
+ * priority needs no rights.  Set once, at start: a changed zdm.worker_nice
+ * applies to the next worker (raising it back would need rights the worker
+ * does not have).
+ */
+void
+zdm_worker_apply_nice(const char *what)
+{
+	if (zdm_worker_nice > 0 && setpriority(PRIO_PROCESS, 0, zdm_worker_nice) != 0)
+		ereport(LOG,
+				(errmsg("zdm %s could not lower its priority to nice %d: %m", what, zdm_worker_nice)));
 }
 
 /* ---------- the worker ---------- */
@@ -578,16 +618,7 @@ zdm_worker_main(Datum arg)
 	zdm_pin_search_path();
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "zdm worker round", ALLOCSET_DEFAULT_SIZES);
 
-	/*
-	 * Yield the CPUs to client backends: a batch that competes with them on
-	 * equal terms takes a whole core from a small server, and the clients'
-	 * tail latency shows it.  Lowering one's own priority needs no rights.
-	 * Set once, at start: a changed zdm.worker_nice applies to the next
-	 * worker (raising it back would need rights the worker does not have).
-	 */
-	if (zdm_worker_nice > 0 && setpriority(PRIO_PROCESS, 0, zdm_worker_nice) != 0)
-		ereport(LOG,
-				(errmsg("zdm backfill worker could not lower its priority to nice %d: %m", zdm_worker_nice)));
+	zdm_worker_apply_nice("backfill worker");
 
 	/* Work only once the request is committed (or gone, if rolled back). */
 	if (TransactionIdIsValid(wait_xid))
@@ -694,12 +725,16 @@ zdm_launcher_main(Datum arg)
 		}
 
 		/*
-		 * A worker per database: it exits at once where zdm is not installed
-		 * or nothing is requested, and where one already runs.
+		 * A backfill worker and a deferred-steps worker per database: each
+		 * exits at once where zdm is not installed or nothing is owed, and
+		 * where one already runs.
 		 */
 		dbs = launcher_databases();
 		foreach(lc, dbs)
+		{
 			(void) zdm_worker_start(lfirst_oid(lc), InvalidTransactionId, false);
+			(void) zdm_steps_worker_start(lfirst_oid(lc), InvalidTransactionId, false);
+		}
 		list_free(dbs);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

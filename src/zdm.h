@@ -36,6 +36,7 @@
 #define ZDM_ADVISORY_WORKER			3	/* the database's backfill worker; objid 0 */
 #define ZDM_ADVISORY_TABLE_CLAIM	4	/* a claim on a table; objid its OID (locks.c) */
 #define ZDM_ADVISORY_MIGRATION		5	/* a migration's own lock; objid a hash of its name */
+#define ZDM_ADVISORY_STEPS			6	/* the database's deferred-steps worker; objid 0 */
 
 /* GUCs (zdm.c) */
 extern int	zdm_lock_timeout_ms;
@@ -250,6 +251,8 @@ extern char *zdm_made_name(const char *prefix, const char *a, const char *b);	/*
 
 extern void zdm_run_ddl(const char *migration, const char *phase,
 						const char *sql, const ZdmLockStats *lock);
+extern LOCKMODE zdm_lockmode_from_name(const char *name);
+extern Oid	zdm_plan_relation(const char *migration, const char *relation);
 extern void zdm_claim_plan(const char *migration, Jsonb *plan,
 						   const char *section, ZdmLockStats *stats);
 extern void zdm_run_plan_steps(const char *migration, const char *phase,
@@ -344,6 +347,22 @@ extern int64 zdm_verify_migration(const ZdmMigration *m);
 
 extern void zdm_worker_register_launcher(void);
 extern bool zdm_worker_start(Oid dboid, TransactionId wait_xid, bool report);
+extern bool zdm_steps_worker_start(Oid dboid, TransactionId wait_xid, bool report);
+extern void zdm_worker_apply_nice(const char *what);
+
+/*
+ * ---- deferred.c: the steps that run in the background worker once a
+ * phase has committed (a plan's "deferred" section, and the steps of
+ * "contract" and "rollback" that do not run in the caller) ----
+ *
+ * Steps that run "outside" a transaction block must be CREATE INDEX
+ * CONCURRENTLY or DROP INDEX CONCURRENTLY (deferred.c refuses any other
+ * statement there); "worker" steps may be any statement.
+ */
+extern List *zdm_worker_steps(const char *migration, Jsonb *plan, const char *section);
+extern void zdm_deferred_owe(const char *migration, const char *section, int nsteps);
+extern char *zdm_deferred_owed(const char *migration, const char *section);
+extern void zdm_deferred_wake(const char *migration, bool report);
 
 /* ---- throttle.c: health signals read between batches ---- */
 
