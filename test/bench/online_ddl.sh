@@ -62,6 +62,7 @@
 #   ONLINE_VARIANTS="none plain" ...       # a subset (none first)
 #   ONLINE_OPS="index fk" ...              # a subset of index unique fk
 #   ONLINE_PRELOAD=1 ...                   # shared_preload_libraries = 'zdm'
+#   ONLINE_CONF="max_parallel_maintenance_workers = 0" ...   # more postgresql.conf lines
 #   ONLINE_SCALE=10 ONLINE_DURATION=40 ONLINE_ROUNDS=1 ...   # a quick look
 #   ONLINE_PLOTS=/some/dir ...             # the PNG there instead
 #
@@ -195,6 +196,7 @@ max_wal_size = 20GB
 checkpoint_timeout = 1h
 CONF
 [ -z "${ONLINE_PRELOAD:-}" ] || echo "shared_preload_libraries = 'zdm'" >>"$DATA/postgresql.conf"
+[ -z "${ONLINE_CONF:-}" ] || printf '%s\n' "$ONLINE_CONF" >>"$DATA/postgresql.conf"
 as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -o "-k $SOCK" start >/dev/null 9>&- ||
     { tail -n 50 "$DIR/server.log"; die "the server did not start"; }
 server_started=1
@@ -254,7 +256,7 @@ MIGRATION=$(migration_json "${OPS[@]}")
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 say "PostgreSQL $(psql_db tpl -c 'SHOW server_version'), $(nproc) cores (${cpu:-unknown cpu}), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-say "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE; DDL at ${DDL_AT} s; $ROUNDS rounds of: ${VARIANTS[*]}; operations: ${OPS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'"
+say "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE; DDL at ${DDL_AT} s; $ROUNDS rounds of: ${VARIANTS[*]}; operations: ${OPS[*]}; shared_preload_libraries '$(psql_db tpl -c 'SHOW shared_preload_libraries')'${ONLINE_CONF:+; postgresql.conf also: $(tr '\n' ';' <<<"$ONLINE_CONF")}"
 
 now() { date +%s.%N; }
 
@@ -574,6 +576,10 @@ for v in plain zdm; do
     objs+="set object $k rect from $a, graph 0 to $b, graph 1 fc rgb '$c' fs transparent solid 0.5 noborder behind"$'\n'
     k=$((k + 1))
 done
+# zdm's moment of ready-to-contract, a dashed line.
+ready=$( [ -d "$DIR/r$pr-zdm" ] && mark_at "$DIR/r$pr-zdm" ready || true)
+[ -z "$ready" ] || objs+="set arrow 1 from $ready, graph 0 to $ready, graph 1 nohead dt 2 lc rgb '#1f5fa8'"$'\n'"set label 1 'zdm ready' at $ready, graph 0.97 rotate by 90 right offset -0.6,0 font ',8' tc rgb '#1f5fa8'"$'\n'
+
 plot_tps=
 plot_p99=
 plot_max=
