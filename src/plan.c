@@ -22,10 +22,13 @@
  *	 "tables": [{"relation": qualified name, "table": name, "backfill": bool,
  *				 "key": [column, ...], "key_types": [type, ...],
  *				 "set": sql, "todo": sql, "verify": sql or null, ...}, ...],
- *	 "contract": [step, ...], "rollback": [step, ...]}
+ *	 "deferred": [step, ...], "contract": [step, ...], "rollback": [step, ...]}
  *
  * with each step {"relation": qualified name or null, "lock": level,
- * "sql": statement}.
+ * "sql": statement, "runs": where it runs, "index": the index a CREATE
+ * INDEX CONCURRENTLY builds}; "runs" and "index" are optional, and
+ * "deferred" is absent from plans of format 1.  The steps that do not run
+ * in the caller are deferred.c's.
  *
  *-------------------------------------------------------------------------
  */
