@@ -63,6 +63,7 @@
 #   ONLINE_OPS="index fk" ...              # a subset of index unique fk
 #   ONLINE_PRELOAD=1 ...                   # shared_preload_libraries = 'zdm'
 #   ONLINE_CONF="max_parallel_maintenance_workers = 0" ...   # more postgresql.conf lines
+#   ONLINE_SAMPLE=1 ...                    # also sample what the clients wait for (5 a second)
 #   ONLINE_SCALE=10 ONLINE_DURATION=40 ONLINE_ROUNDS=1 ...   # a quick look
 #   ONLINE_PLOTS=/some/dir ...             # the PNG there instead
 #
@@ -152,9 +153,10 @@ server_started=
 pgbench_pid=
 ddl_pid=
 watch_pid=
+sample_pid=
 cleanup() {
     local p
-    for p in "$pgbench_pid" "$ddl_pid" "$watch_pid"; do
+    for p in "$pgbench_pid" "$ddl_pid" "$watch_pid" "$sample_pid"; do
         [ -z "$p" ] || kill "$p" 2>/dev/null || true
     done
     if [ -n "$server_started" ]; then
@@ -372,6 +374,27 @@ for ((r = 1; r <= ROUNDS; r++)); do
             PGAPPNAME=zdm-bench-watch as_pg "$PGBIN/psql" -X -q -At -F $'\t' -h "$SOCK" -p "$PORT" -d "$db" \
             >"$RUN/watch.tsv" 2>"$RUN/watch.err" &
         watch_pid=$!
+        # ONLINE_SAMPLE=1: what pgbench's sessions are doing, 5 times a
+        # second (samples.txt), in every run alike: t, on CPU (active, no
+        # wait event), waiting for a lock, for WAL (the WALWrite and
+        # WALInsert LWLocks, WAL write and sync I/O), for other I/O, for
+        # anything else; and the other active backends (the zdm worker, the
+        # parallel workers of an index build, autovacuum).
+        if [ -n "${ONLINE_SAMPLE:-}" ]; then
+            printf '%s \\watch 0.2\n' "SELECT round((extract(epoch FROM clock_timestamp()) - $(cat "$RUN/t0"))::numeric, 2),
+                count(*) FILTER (WHERE application_name = 'pgbench' AND state = 'active' AND wait_event IS NULL),
+                count(*) FILTER (WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'),
+                count(*) FILTER (WHERE application_name = 'pgbench' AND (wait_event IN ('WALWrite', 'WALInsert', 'WALBufMapping', 'WALSync', 'WALInitSync', 'WALInitWrite'))),
+                count(*) FILTER (WHERE application_name = 'pgbench' AND wait_event_type = 'IO' AND wait_event NOT LIKE 'WAL%'),
+                count(*) FILTER (WHERE application_name = 'pgbench' AND state = 'active' AND wait_event_type NOT IN ('Lock', 'IO')
+                                   AND wait_event NOT IN ('WALWrite', 'WALInsert', 'WALBufMapping')),
+                count(*) FILTER (WHERE application_name IS DISTINCT FROM 'pgbench' AND backend_type <> 'client backend'
+                                   AND state = 'active' AND pid <> pg_backend_pid())
+              FROM pg_stat_activity" |
+                PGAPPNAME=zdm-bench-watch as_pg "$PGBIN/psql" -X -q -At -F ' ' -h "$SOCK" -p "$PORT" -d "$db" \
+                >"$RUN/samples.txt" 2>"$RUN/sampler.err" &
+            sample_pid=$!
+        fi
         if [ "$v" = plain ] || [ "$v" = zdm ]; then
             sleep "$DDL_AT"
             if [ "$v" = plain ]; then
@@ -396,6 +419,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         psql_db "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'zdm-bench-watch'" >/dev/null
         wait "$watch_pid" 2>/dev/null || true
         watch_pid=
+        [ -z "$sample_pid" ] || wait "$sample_pid" 2>/dev/null || true
+        sample_pid=
         if [ "$v" != none ]; then
             read -r has_index has_unique has_fk invalid <<<"$(end_state "$db")"
             for o in "${OPS[@]}"; do
@@ -520,6 +545,23 @@ report() {
             "$(values "$v" w_max | median)" "$(window_ratios "$v" max | median | awk '{ printf "%.1f", $1 }')" \
             "$(values "$v" w_over1s | sum)" "$(values "$v" w_failed | sum)"
     done
+    if [ -n "${ONLINE_SAMPLE:-}" ]; then
+        echo
+        echo "What the $CLIENTS pgbench sessions were doing in the DDL's window (mean sessions over the samples, all rounds;"
+        echo "none: over the seconds of the same round's zdm window, or plain's; other active: the zdm worker, parallel workers, autovacuum):"
+        printf '%-8s %7s %7s %7s %7s %7s %13s\n' variant CPU lock WAL "I/O" other "other active"
+        for v in "${VARIANTS[@]}"; do
+            for ((r = 1; r <= ROUNDS; r++)); do
+                [ -s "$DIR/r$r-$v/samples.txt" ] || continue
+                win=$(ddl_window "$DIR/r$r-$v" || true)
+                [ -n "$win" ] || [ ! -d "$DIR/r$r-zdm" ] || win=$(ddl_window "$DIR/r$r-zdm")
+                [ -n "$win" ] || [ ! -d "$DIR/r$r-plain" ] || win=$(ddl_window "$DIR/r$r-plain")
+                [ -n "$win" ] || continue
+                awk -v w="$win" 'BEGIN { split(w, x, " ") } NF == 7 && $1 >= x[1] && $1 < x[2]' "$DIR/r$r-$v/samples.txt"
+            done | awk -v v="$v" '{ n++; for (i = 2; i <= 7; i++) c[i] += $i }
+                END { if (n) printf "%-8s %7.2f %7.2f %7.2f %7.2f %7.2f %13.2f\n", v, c[2] / n, c[3] / n, c[4] / n, c[5] / n, c[6] / n, c[7] / n }'
+        done
+    fi
     if has_variant plain; then
         echo
         echo "The plain statements' own time (median over the rounds, under the load):"
