@@ -31,7 +31,12 @@
 #   ZDM_BENCH_PERF=1 make bench         # also profile zdm's INSERT and UPDATE
 #   ZDM_BENCH_PRELOAD=1 make bench      # with shared_preload_libraries = 'zdm'
 #   ZDM_BENCH_CALLGRIND=1 make bench    # also count instructions under callgrind
-#   ZDM_BENCH_TRIGGER_ONLY=1 make bench # skip backfill.sh and traffic.sh (run last)
+#   ZDM_BENCH_TRIGGER_ONLY=1 make bench # skip backfill.sh, traffic.sh and online_ddl.sh (run last)
+#   ZDM_BENCH_ONLINE_DDL=0 make bench   # skip online_ddl.sh (online DDL under pgbench)
+#   ZDM_BENCH_ONLINE_DDL=only make bench    # online_ddl.sh alone
+#
+# ZDM_PG_BINDIR (see test/lib.sh) chooses the PostgreSQL installation to
+# build against and copy; every script under test/bench honours it.
 #
 # zdm is built in the work tree and installed into a private copy of
 # PostgreSQL under ./tmp/bench/pg, from which a throwaway cluster runs
@@ -42,6 +47,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ZDM_ROOT"
 export PGUSER=postgres
+
+[ "${ZDM_BENCH_ONLINE_DDL:-}" != only ] || exec bash "$ZDM_ROOT/test/bench/online_ddl.sh"
 
 ROWS=${ROWS:-1000000}
 ROUNDS=${ROUNDS:-5}
@@ -323,4 +330,7 @@ fi
 # ZDM_BENCH_TRIGGER_ONLY=1 stops after the trigger benchmark above.
 if [ -z "${ZDM_BENCH_TRIGGER_ONLY:-}" ]; then
     bash "$ZDM_ROOT/test/bench/backfill.sh"
+    # An index, a unique constraint and a foreign key under pgbench: the
+    # plain statements against zdm's online DDL (online_ddl.sh).
+    [ "${ZDM_BENCH_ONLINE_DDL:-1}" = 0 ] || bash "$ZDM_ROOT/test/bench/online_ddl.sh"
 fi
