@@ -121,8 +121,8 @@ for my $file (@files)
 	}
 	# No client runs here, so the contract gate has no telemetry to judge
 	# the retired version's traffic by and would refuse (as it should on a
-	# live database that records none): forced, as the README says to do
-	# when there are no clients.
+	# live database that records none): forced (force => true, journaled
+	# as a gate override).
 	($ok, $out, $err) = as_migrator("SELECT zdm.contract('$name', force => true)");
 	$phase = $ok ? settle($name) : '';
 	if (!$ok || $phase ne 'contracted')
