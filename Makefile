@@ -12,7 +12,7 @@ OBJS        = src/zdm.o src/spec.o src/plan.o src/expr.o src/locks.o src/ddl.o \
               src/contract.o src/control.o src/worker.o src/pace.o src/delay.o src/throttle.o \
               src/telemetry.o src/versions.o src/gate.o src/inline.o src/roles.o \
               src/wait.o src/subquery.o src/dependents.o src/duplicate.o src/duplicate_index.o \
-              src/replication.o src/deferred.o
+              src/replication.o src/deferred.o src/steps_worker.o
 
 # The install script and every upgrade script live in sql/, beside the
 # regression inputs: DATA lists them all.

@@ -374,18 +374,21 @@ extern bool zdm_steps_worker_start(Oid dboid, TransactionId wait_xid, bool repor
 extern void zdm_worker_apply_nice(const char *what);
 
 /*
- * ---- deferred.c: the steps that run in the background worker once a
- * phase has committed (a plan's "deferred" section, and the steps of
- * "contract" and "rollback" that do not run in the caller) ----
+ * ---- deferred.c (the worker: steps_worker.c): the steps that run in the
+ * background worker once a phase has committed (a plan's "deferred"
+ * section, and the steps of "contract" and "rollback" that do not run in
+ * the caller) ----
  *
  * Steps that run "outside" a transaction block must be CREATE INDEX
- * CONCURRENTLY or DROP INDEX CONCURRENTLY (deferred.c refuses any other
- * statement there); "worker" steps may be any statement.
+ * CONCURRENTLY or DROP INDEX CONCURRENTLY (steps_worker.c refuses any
+ * other statement there); "worker" steps may be any statement.
  */
 extern List *zdm_worker_steps(const char *migration, Jsonb *plan, const char *section);
 extern void zdm_deferred_owe(const char *migration, const char *section, int nsteps);
 extern char *zdm_deferred_owed(const char *migration, const char *section);
 extern void zdm_deferred_wake(const char *migration, bool report);
+extern bool zdm_deferred_state_exists(void);
+extern char *zdm_index_short_name(const char *index);
 
 /* ---- throttle.c: health signals read between batches ---- */
 
